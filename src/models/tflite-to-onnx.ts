@@ -1,6 +1,7 @@
-import onnxProto from "onnx-proto";
+import onnxProto, { type onnx as P } from "onnx-proto";
 
 const { onnx } = onnxProto;
+
 import {
   Activation,
   BuiltinOp,
@@ -8,9 +9,9 @@ import {
   intData,
   Padding,
   readTflite,
+  TfliteFormatError,
   type TfliteModel,
   type TfliteOperator,
-  TfliteFormatError,
 } from "./tflite.ts";
 
 /**
@@ -52,10 +53,10 @@ export function convertTfliteToOnnx(tflite: Uint8Array, options: ConvertOptions 
 type Layout = "nchw" | "plain";
 
 class GraphBuilder {
-  private readonly nodes: onnx.INodeProto[] = [];
-  private readonly initializers: onnx.ITensorProto[] = [];
-  private readonly inputs: onnx.IValueInfoProto[] = [];
-  private readonly outputs: onnx.IValueInfoProto[] = [];
+  private readonly nodes: P.INodeProto[] = [];
+  private readonly initializers: P.ITensorProto[] = [];
+  private readonly inputs: P.IValueInfoProto[] = [];
+  private readonly outputs: P.IValueInfoProto[] = [];
   /** ONNX value name and layout of each TFLite tensor index already produced. */
   private readonly values = new Map<number, { name: string; layout: Layout }>();
   private readonly consumers = new Map<number, TfliteOperator[]>();
@@ -101,8 +102,14 @@ class GraphBuilder {
     }
   }
 
-  toProto(name: string): onnx.IGraphProto {
-    return { name, node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs };
+  toProto(name: string): P.IGraphProto {
+    return {
+      name,
+      node: this.nodes,
+      initializer: this.initializers,
+      input: this.inputs,
+      output: this.outputs,
+    };
   }
 
   private convert(op: TfliteOperator): void {
@@ -202,7 +209,8 @@ class GraphBuilder {
           const axesName = this.constant(`${name}_axes`, BigInt64Array.from(axes.map(BigInt)), [axes.length]);
           this.node("ReduceSum", [src.name, axesName], [name], { keepdims });
         }
-        if (src.layout === "nchw" && !keepdims) throw new TfliteFormatError("reduction without keep_dims on 4-D");
+        if (src.layout === "nchw" && !keepdims)
+          throw new TfliteFormatError("reduction without keep_dims on 4-D");
         this.values.set(out, { name, layout: src.layout });
         return;
       }
@@ -248,7 +256,8 @@ class GraphBuilder {
     const src = this.value(x);
     const alphaTensor = this.model.tensors[alphaIndex];
     const alpha = floatData(alphaTensor);
-    const shape = src.layout === "nchw" && alphaTensor.shape.length === 1 ? [alpha.length, 1, 1] : alphaTensor.shape;
+    const shape =
+      src.layout === "nchw" && alphaTensor.shape.length === 1 ? [alpha.length, 1, 1] : alphaTensor.shape;
     const slope = this.constant(`${alphaTensor.name}_slope`, alpha, shape);
     const out = add.outputs[0];
     const name = this.fresh(this.model.tensors[out].name);
@@ -267,7 +276,9 @@ class GraphBuilder {
 
   private binary(type: string, op: TfliteOperator): void {
     const ts = op.inputs.map((i) => this.model.tensors[i]);
-    const layout: Layout = op.inputs.some((i) => !ts[op.inputs.indexOf(i)].data && this.value(i).layout === "nchw")
+    const layout: Layout = op.inputs.some(
+      (i) => !ts[op.inputs.indexOf(i)].data && this.value(i).layout === "nchw",
+    )
       ? "nchw"
       : "plain";
     const names = op.inputs.map((i, k) => {
@@ -345,7 +356,12 @@ class GraphBuilder {
     return `${base}__${this.counter++}`;
   }
 
-  private node(opType: string, input: string[], output: string[], attrs: Record<string, AttrValue> = {}): void {
+  private node(
+    opType: string,
+    input: string[],
+    output: string[],
+    attrs: Record<string, AttrValue> = {},
+  ): void {
     this.nodes.push({
       opType,
       input,
@@ -358,20 +374,22 @@ class GraphBuilder {
 
 type AttrValue = number | number[] | string;
 
-function attribute(name: string, value: AttrValue): onnx.IAttributeProto {
+function attribute(name: string, value: AttrValue): P.IAttributeProto {
   const T = onnx.AttributeProto.AttributeType;
   if (typeof value === "string") return { name, type: T.STRING, s: new TextEncoder().encode(value) };
   if (Array.isArray(value)) return { name, type: T.INTS, ints: value };
   return { name, type: T.INT, i: value };
 }
 
-function valueInfo(name: string, dims: (number | string)[] | null): onnx.IValueInfoProto {
+function valueInfo(name: string, dims: (number | string)[] | null): P.IValueInfoProto {
   return {
     name,
     type: {
       tensorType: {
         elemType: onnx.TensorProto.DataType.FLOAT,
-        shape: dims ? { dim: dims.map((d) => (typeof d === "string" ? { dimParam: d } : { dimValue: d })) } : null,
+        shape: dims
+          ? { dim: dims.map((d) => (typeof d === "string" ? { dimParam: d } : { dimValue: d })) }
+          : null,
       },
     },
   };

@@ -141,7 +141,11 @@ function decodeOptions(bb: ByteBuffer, opcode: number, t: number): Record<string
         activation: int8(bb, t, 5, 0),
       };
     case BuiltinOp.FULLY_CONNECTED:
-      return { activation: int8(bb, t, 0, 0), weightsFormat: int8(bb, t, 1, 0), keepNumDims: int8(bb, t, 2, 0) };
+      return {
+        activation: int8(bb, t, 0, 0),
+        weightsFormat: int8(bb, t, 1, 0),
+        keepNumDims: int8(bb, t, 2, 0),
+      };
     case BuiltinOp.SOFTMAX:
       return { beta: float32(bb, t, 0, 1) };
     case BuiltinOp.RESHAPE:

@@ -23,18 +23,33 @@ export function iom(a: Box, b: Box): number {
   return inter > 0 ? inter / Math.min(area(a), area(b)) : 0;
 }
 
+/** Overlap with MTCNN's pixel-inclusive areas ((x2 - x1 + 1) × (y2 - y1 + 1)). */
+function inclusiveOverlap(mode: "union" | "min"): (a: Box, b: Box) => number {
+  return (a, b) => {
+    const w = Math.min(a[2], b[2]) - Math.max(a[0], b[0]) + 1;
+    const h = Math.min(a[3], b[3]) - Math.max(a[1], b[1]) + 1;
+    if (w <= 0 || h <= 0) return 0;
+    const inter = w * h;
+    const areaA = (a[2] - a[0] + 1) * (a[3] - a[1] + 1);
+    const areaB = (b[2] - b[0] + 1) * (b[3] - b[1] + 1);
+    return mode === "union" ? inter / (areaA + areaB - inter) : inter / Math.min(areaA, areaB);
+  };
+}
+
 /**
  * Greedy hard NMS. Returns indices of kept items, highest score first.
  * Ties on score keep the earlier index, so the result is deterministic.
+ * `inclusive` counts box edges as pixels, the way MTCNN's reference code does.
  */
 export function nms(
   boxes: readonly Box[],
   scores: ArrayLike<number>,
   threshold: number,
   mode: "union" | "min" = "union",
+  inclusive = false,
 ): number[] {
   const order = sortByScore(scores, boxes.length);
-  const overlap = mode === "union" ? iou : iom;
+  const overlap = inclusive ? inclusiveOverlap(mode) : mode === "union" ? iou : iom;
   const suppressed = new Uint8Array(boxes.length);
   const keep: number[] = [];
   for (let a = 0; a < order.length; a++) {
@@ -86,7 +101,8 @@ function mergeCluster(top: Face, cluster: Face[]): Face {
     total += f.score;
     for (let k = 0; k < 4; k++) box[k] += f.box[k] * f.score;
     for (const [name, p] of Object.entries(f.landmarks ?? {})) {
-      const acc = (points[name] ??= [0, 0]);
+      if (!points[name]) points[name] = [0, 0];
+      const acc = points[name];
       acc[0] += p[0] * f.score;
       acc[1] += p[1] * f.score;
     }
@@ -105,4 +121,36 @@ export function sortByScore(scores: ArrayLike<number>, n: number): number[] {
   const idx = Array.from({ length: n }, (_, i) => i);
   idx.sort((a, b) => scores[b] - scores[a] || a - b);
   return idx;
+}
+
+/**
+ * The common tail of every detector: clip boxes to the image, drop empty boxes and faces whose
+ * shorter side is below `minFaceSize`, sort by score (stable on ties), keep `maxFaces`.
+ */
+export function finalizeFaces(
+  faces: readonly Face[],
+  width: number,
+  height: number,
+  options: { minFaceSize?: number; maxFaces?: number } = {},
+): Face[] {
+  const min = options.minFaceSize ?? 0;
+  const kept: Face[] = [];
+  for (const f of faces) {
+    const box: Box = [
+      Math.min(Math.max(f.box[0], 0), width),
+      Math.min(Math.max(f.box[1], 0), height),
+      Math.min(Math.max(f.box[2], 0), width),
+      Math.min(Math.max(f.box[3], 0), height),
+    ];
+    const w = box[2] - box[0];
+    const h = box[3] - box[1];
+    if (w <= 0 || h <= 0 || Math.min(w, h) < min) continue;
+    kept.push({ ...f, box });
+  }
+  const order = sortByScore(
+    kept.map((f) => f.score),
+    kept.length,
+  );
+  const out = order.map((i) => kept[i]);
+  return options.maxFaces !== undefined && options.maxFaces >= 0 ? out.slice(0, options.maxFaces) : out;
 }

@@ -128,7 +128,8 @@ function conv(x: T, w: T, b: T, o: Record<string, number>): T {
               const ix = xx * o.strideW + kx - padL;
               if (ix < 0 || ix >= wd) continue;
               for (let ci = 0; ci < c; ci++)
-                acc += x.data[((bi * h + iy) * wd + ix) * c + ci] * w.data[((f * kh + ky) * kw + kx) * c + ci];
+                acc +=
+                  x.data[((bi * h + iy) * wd + ix) * c + ci] * w.data[((f * kh + ky) * kw + kx) * c + ci];
             }
           }
           out[((bi * oh + y) * ow + xx) * oc + f] = acc;
@@ -150,7 +151,8 @@ function maxPool(x: T, o: Record<string, number>): T {
             for (let kx = 0; kx < o.filterW; kx++) {
               const iy = y * o.strideH + ky - padT;
               const ix = xx * o.strideW + kx - padL;
-              if (iy >= 0 && iy < h && ix >= 0 && ix < wd) m = Math.max(m, x.data[((bi * h + iy) * wd + ix) * c + ci]);
+              if (iy >= 0 && iy < h && ix >= 0 && ix < wd)
+                m = Math.max(m, x.data[((bi * h + iy) * wd + ix) * c + ci]);
             }
           out[((bi * oh + y) * ow + xx) * c + ci] = m;
         }

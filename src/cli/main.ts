@@ -1,0 +1,21 @@
+import { Command, CommanderError } from "commander";
+import { registerDetectCommand } from "./detect.ts";
+import { registerModelsCommand } from "./models.ts";
+
+const program = new Command("maskwatch")
+  .description("Face and face-mask detection: engine, models and service")
+  .showHelpAfterError()
+  .exitOverride();
+
+registerDetectCommand(program);
+registerModelsCommand(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) process.exitCode = err.exitCode;
+  else {
+    process.stderr.write(`maskwatch: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}
