@@ -1,0 +1,149 @@
+/**
+ * `npm run bench`: per-stage latency of each detector on a 640×480 and a 1920×1080 JPEG
+ * (median and p90 over many runs) and peak RSS. Timings are only comparable within one run
+ * on one machine: compare commits with `--compare old.json` (ratios), not absolute ms.
+ *
+ *   npm run bench -- [--detectors mtcnn,blazeface] [--runs 40] [--json out.json] [--compare old.json]
+ */
+import { readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import sharp from "sharp";
+import { verify } from "../src/models/store.ts";
+import { DETECTORS, Engine } from "../src/vision/engine.ts";
+import { decodeImage } from "../src/vision/image.ts";
+
+const { values: args } = parseArgs({
+  options: {
+    detectors: { type: "string" },
+    runs: { type: "string", default: "40" },
+    json: { type: "string" },
+    compare: { type: "string" },
+    image: { type: "string" },
+  },
+});
+
+const SHARED = resolve(process.env.MASKWATCH_SHARED ?? join(import.meta.dirname, "../../shared"));
+const SOURCE = args.image ?? join(SHARED, "datasets/kaggle-face-mask/images/maksssksksss10.jpg");
+
+type Stage = "decode" | "preprocess" | "inference" | "postprocess" | "total";
+const STAGES: Stage[] = ["decode", "preprocess", "inference", "postprocess", "total"];
+
+interface Row {
+  detector: string;
+  size: string;
+  runs: number;
+  faces: number;
+  median: Record<Stage, number>;
+  p90: Record<Stage, number>;
+}
+
+async function main(): Promise<void> {
+  let photo: Buffer;
+  try {
+    photo = await readFile(SOURCE);
+  } catch {
+    console.error(`bench: no source photo at ${SOURCE}; set MASKWATCH_SHARED or pass --image FILE`);
+    process.exit(2);
+  }
+  const sizes = [
+    [640, 480],
+    [1920, 1080],
+  ] as const;
+  const jpegs = await Promise.all(
+    sizes.map(([w, h]) => sharp(photo).resize(w, h, { fit: "cover" }).jpeg({ quality: 90 }).toBuffer()),
+  );
+
+  const pulled = new Set((await verify()).filter((v) => v.status === "ok").map((v) => v.id));
+  const wanted = args.detectors ? args.detectors.split(",") : Object.keys(DETECTORS);
+  const runs = Number(args.runs);
+  const engine = new Engine();
+  const rows: Row[] = [];
+  for (const id of wanted) {
+    const spec = DETECTORS[id];
+    if (!spec) throw new Error(`unknown detector ${id}`);
+    const missing = spec.models.filter((m) => !pulled.has(m));
+    if (missing.length) {
+      console.error(
+        `bench: skipping ${id}: models not pulled (${missing.join(", ")}); run maskwatch models pull`,
+      );
+      continue;
+    }
+    const detector = await engine.detector(id);
+    for (let s = 0; s < sizes.length; s++) {
+      const n = s === 0 ? runs : Math.max(5, Math.round(runs / 4));
+      const samples: Record<Stage, number[]> = {
+        decode: [],
+        preprocess: [],
+        inference: [],
+        postprocess: [],
+        total: [],
+      };
+      let faces = 0;
+      for (let i = -3; i < n; i++) {
+        const t0 = performance.now();
+        const { image } = await decodeImage(jpegs[s]);
+        const t1 = performance.now();
+        const result = await detector.detect(image);
+        const t2 = performance.now();
+        if (i < 0) continue; // warm-up
+        faces = result.faces.length;
+        samples.decode.push(t1 - t0);
+        samples.preprocess.push(result.timings.preprocess);
+        samples.inference.push(result.timings.inference);
+        samples.postprocess.push(result.timings.postprocess);
+        samples.total.push(t2 - t0);
+      }
+      const row: Row = {
+        detector: id,
+        size: `${sizes[s][0]}x${sizes[s][1]}`,
+        runs: n,
+        faces,
+        median: pick(samples, 0.5),
+        p90: pick(samples, 0.9),
+      };
+      rows.push(row);
+      console.log(format(row));
+    }
+  }
+  await engine.close();
+  const report = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: (await import("node:os")).cpus().length,
+    source: SOURCE,
+    peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+    rows,
+  };
+  console.log(`peak RSS ${report.peakRssMb} MB`);
+  if (args.json) await writeFile(args.json, `${JSON.stringify(report, null, 2)}\n`);
+  if (args.compare) compare(JSON.parse(await readFile(args.compare, "utf8")) as typeof report, report);
+}
+
+function pick(samples: Record<Stage, number[]>, q: number): Record<Stage, number> {
+  const out = {} as Record<Stage, number>;
+  for (const stage of STAGES) {
+    const sorted = [...samples[stage]].sort((a, b) => a - b);
+    const v = sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1) + 0.5))];
+    out[stage] = Math.round(v * 100) / 100;
+  }
+  return out;
+}
+
+function format(r: Row): string {
+  const cells = STAGES.map((s) => `${s} ${r.median[s].toFixed(1)}/${r.p90[s].toFixed(1)}`);
+  return `${r.detector.padEnd(17)} ${r.size.padEnd(9)} faces ${String(r.faces).padStart(2)}  ms median/p90: ${cells.join("  ")}`;
+}
+
+function compare(old: { rows: Row[] }, now: { rows: Row[] }): void {
+  console.log("\nratio new/old of median total (below 1 is faster):");
+  for (const r of now.rows) {
+    const o = old.rows.find((x) => x.detector === r.detector && x.size === r.size);
+    if (o)
+      console.log(
+        `${r.detector.padEnd(17)} ${r.size.padEnd(9)} ${(r.median.total / o.median.total).toFixed(3)}`,
+      );
+  }
+}
+
+await main();

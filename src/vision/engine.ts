@@ -1,0 +1,129 @@
+import { availableParallelism } from "node:os";
+import * as ort from "onnxruntime-node";
+import { modelBytes } from "../models/store.ts";
+import { BlazeFaceDetector } from "./blazeface.ts";
+import { MtcnnDetector } from "./mtcnn.ts";
+import type { Detector } from "./types.ts";
+import { UltraFaceDetector } from "./ultraface.ts";
+import { YuNetDetector } from "./yunet.ts";
+
+export interface EngineOptions {
+  /** Threads per ONNX Runtime session (intra-op). Default: MASKWATCH_THREADS, else the core count. */
+  threads?: number;
+  /** Model cache folder (default: the registry's). */
+  modelDir?: string;
+}
+
+interface DetectorSpec {
+  description: string;
+  models: string[];
+  /** Downloaded on demand (`maskwatch models pull`), as opposed to installed with the package. */
+  optional: boolean;
+  create(sessions: ort.InferenceSession[]): Detector;
+}
+
+/** Every detector the engine can run, by the id users pass as `--detector`. */
+export const DETECTORS: Record<string, DetectorSpec> = {
+  mtcnn: {
+    description: "MTCNN (P/R/O-Net), five landmarks; the `mtcnn` Python package's semantics",
+    models: ["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"],
+    optional: false,
+    create: ([pnet, rnet, onet]) => new MtcnnDetector({ pnet, rnet, onet }),
+  },
+  blazeface: {
+    description: "MediaPipe BlazeFace (back model, 256×256), whole image letterboxed",
+    models: ["blazeface-back-256"],
+    optional: false,
+    create: ([s]) => new BlazeFaceDetector(s, { id: "blazeface", models: ["blazeface-back-256"] }),
+  },
+  "blazeface-tiled": {
+    description: "BlazeFace plus overlapping tiles for small faces in large images (more network runs)",
+    models: ["blazeface-back-256"],
+    optional: false,
+    create: ([s]) =>
+      new BlazeFaceDetector(s, { id: "blazeface-tiled", models: ["blazeface-back-256"], tiles: "auto" }),
+  },
+  yunet: {
+    description: "YuNet-n (libfacedetection), dynamic input size, five landmarks",
+    models: ["yunet-n"],
+    optional: true,
+    create: ([s]) => new YuNetDetector(s, { id: "yunet", models: ["yunet-n"] }),
+  },
+  "yunet-s": {
+    description: "YuNet-s (libfacedetection), larger and more accurate than YuNet-n",
+    models: ["yunet-s"],
+    optional: true,
+    create: ([s]) => new YuNetDetector(s, { id: "yunet-s", models: ["yunet-s"] }),
+  },
+  ultraface: {
+    description: "UltraFace RFB-640 (640×480), boxes only",
+    models: ["ultraface-rfb-640"],
+    optional: true,
+    create: ([s]) => new UltraFaceDetector(s, { id: "ultraface", models: ["ultraface-rfb-640"] }),
+  },
+  "ultraface-320": {
+    description: "UltraFace RFB-320 (320×240), boxes only, fastest",
+    models: ["ultraface-rfb-320"],
+    optional: true,
+    create: ([s]) => new UltraFaceDetector(s, { id: "ultraface-320", models: ["ultraface-rfb-320"] }),
+  },
+  "ultraface-masked": {
+    description: "UltraFace RFB-640 trained on faces and masked faces (labels face / masked_face)",
+    models: ["ultraface-masked-640"],
+    optional: true,
+    create: ([s]) => new UltraFaceDetector(s, { id: "ultraface-masked", models: ["ultraface-masked-640"] }),
+  },
+};
+
+export const DEFAULT_DETECTOR = "mtcnn";
+
+export class UnknownDetectorError extends Error {
+  readonly code = "unknown_detector";
+  constructor(id: string) {
+    super(`unknown detector "${id}"; choose one of: ${Object.keys(DETECTORS).join(", ")}`);
+    this.name = "UnknownDetectorError";
+  }
+}
+
+/** Creates each detector's sessions once, on first use, and hands the same detector out after. */
+export class Engine {
+  private readonly detectors = new Map<string, Promise<Detector>>();
+  private readonly threads: number;
+
+  constructor(private readonly options: EngineOptions = {}) {
+    const env = Number(process.env.MASKWATCH_THREADS);
+    this.threads = options.threads ?? (env > 0 ? env : availableParallelism());
+  }
+
+  async detector(id: string = DEFAULT_DETECTOR): Promise<Detector> {
+    const spec = DETECTORS[id];
+    if (!spec) throw new UnknownDetectorError(id);
+    let pending = this.detectors.get(id);
+    if (!pending) {
+      pending = this.load(spec);
+      this.detectors.set(id, pending);
+      pending.catch(() => this.detectors.delete(id));
+    }
+    return pending;
+  }
+
+  private async load(spec: DetectorSpec): Promise<Detector> {
+    const sessions = await Promise.all(
+      spec.models.map(async (model) =>
+        ort.InferenceSession.create(await modelBytes(model, { dir: this.options.modelDir }), {
+          intraOpNumThreads: this.threads,
+          interOpNumThreads: 1,
+          executionMode: "sequential",
+          graphOptimizationLevel: "all",
+        }),
+      ),
+    );
+    return spec.create(sessions);
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.detectors.values()];
+    this.detectors.clear();
+    await Promise.all(all.map(async (d) => (await d.catch(() => null))?.dispose()));
+  }
+}
