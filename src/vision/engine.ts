@@ -115,6 +115,8 @@ export class Engine {
           interOpNumThreads: 1,
           executionMode: "sequential",
           graphOptimizationLevel: "all",
+          // Some third-party exports list weights as graph inputs; ORT warns once per weight.
+          logSeverityLevel: 3,
         }),
       ),
     );

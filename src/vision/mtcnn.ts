@@ -1,6 +1,7 @@
 import * as ort from "onnxruntime-node";
+import sharp from "sharp";
 import { type Box, nms } from "./nms.ts";
-import { cropResize, resizeArea, type TensorOptions, writeTensor } from "./preprocess.ts";
+import { cropResize, type TensorOptions, writeTensor } from "./preprocess.ts";
 import type { Detection, DetectOptions, Detector, Face, RgbImage, StageTimings } from "./types.ts";
 
 /**
@@ -74,29 +75,31 @@ export class MtcnnDetector implements Detector {
   /** Stage 1: P-Net over the pyramid. */
   private async proposals(image: RgbImage, minFaceSize: number, threshold: number, clock: Clock) {
     const all: Candidate[] = [];
-    for (const scale of scalePyramid(image.width, image.height, minFaceSize, this.settings.scaleFactor)) {
-      clock.start();
-      const w = Math.ceil(image.width * scale);
-      const h = Math.ceil(image.height * scale);
-      const input = new Float32Array(w * h * 3);
-      writeTensor(resizeArea(image, w, h), input, 0, NORMALISE);
+    clock.start();
+    const scales = scalePyramid(image.width, image.height, minFaceSize, this.settings.scaleFactor);
+    const levels = await pyramid(image, scales);
+    clock.stop("preprocess");
+    for (let i = 0; i < scales.length; i++) {
+      const level = levels[i];
+      const input = new Float32Array(level.width * level.height * 3);
+      writeTensor(level, input, 0, NORMALISE);
       clock.stop("preprocess");
 
-      const out = await this.nets.pnet.run({
-        [this.nets.pnet.inputNames[0]]: new ort.Tensor("float32", input, [1, w, h, 3]),
-      });
+      const pnet = this.nets.pnet;
+      const feed = new ort.Tensor("float32", input, [1, level.width, level.height, 3]);
+      const out = await pnet.run({ [pnet.inputNames[0]]: feed });
       clock.stop("inference");
 
-      const [prob, reg] = this.nets.pnet.outputNames.map((n) => out[n]);
+      const [prob, reg] = pnet.outputNames.map((n) => out[n]);
       const found = generateBoxes(
         prob.data as Float32Array,
         reg.data as Float32Array,
         prob.dims[1],
         prob.dims[2],
-        scale,
+        scales[i],
         threshold,
       );
-      for (const i of nmsIndices(found, 0.5, "union")) all.push(found[i]);
+      for (const k of nmsIndices(found, 0.5, "union")) all.push(found[k]);
       clock.stop("postprocess");
     }
     clock.start();
@@ -198,6 +201,26 @@ export class MtcnnDetector implements Detector {
   async dispose(): Promise<void> {
     await Promise.all([this.nets.pnet.release(), this.nets.rnet.release(), this.nets.onet.release()]);
   }
+}
+
+/**
+ * The pyramid's images, each ceil(size × scale). libvips resamples them (a box shrink, then a
+ * linear reduce: close to OpenCV's INTER_AREA, which the reference uses) on its own threads,
+ * several times faster than per-pixel JavaScript on this kind of machine.
+ */
+async function pyramid(image: RgbImage, scales: number[]): Promise<RgbImage[]> {
+  const raw = { width: image.width, height: image.height, channels: 3 as const };
+  return Promise.all(
+    scales.map(async (scale) => {
+      const width = Math.ceil(image.width * scale);
+      const height = Math.ceil(image.height * scale);
+      const data = await sharp(image.data, { raw })
+        .resize(width, height, { fit: "fill", kernel: "linear" })
+        .raw()
+        .toBuffer();
+      return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width, height };
+    }),
+  );
 }
 
 /** The pyramid's scales: the first maps minFaceSize to P-Net's 12-pixel window. */
