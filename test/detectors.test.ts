@@ -8,9 +8,9 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, test } from "node:test";
 import { type GtImage, loadDlib } from "../eval/groundtruth.ts";
-import { iou } from "../src/vision/nms.ts";
 import { DETECTORS, Engine } from "../src/vision/engine.ts";
 import { decodeImage } from "../src/vision/image.ts";
+import { iou } from "../src/vision/nms.ts";
 import type { Face, RgbImage } from "../src/vision/types.ts";
 import { ensureModels } from "./support/models.ts";
 import { sharedPath } from "./support/paths.ts";
@@ -34,7 +34,8 @@ const dlibDir = sharedPath("datasets/dlib-faces");
 const images: { gt: GtImage; image: RgbImage }[] = [];
 async function dataset(): Promise<typeof images> {
   if (!images.length && dlibDir) {
-    for (const gt of loadDlib(dlibDir, "all")) images.push({ gt, image: (await decodeImage(await readFile(gt.image))).image });
+    for (const gt of loadDlib(dlibDir, "all"))
+      images.push({ gt, image: (await decodeImage(await readFile(gt.image))).image });
   }
   return images;
 }
@@ -78,10 +79,14 @@ for (const [id, want] of Object.entries(EXPECTED)) {
       found += m.found;
       unmatched += m.unmatched;
 
-      for (let i = 1; i < faces.length; i++) assert.ok(faces[i - 1].score >= faces[i].score, "sorted by score");
+      for (let i = 1; i < faces.length; i++)
+        assert.ok(faces[i - 1].score >= faces[i].score, "sorted by score");
       for (const f of faces) {
         const [x1, y1, x2, y2] = f.box;
-        assert.ok(x1 >= 0 && y1 >= 0 && x2 <= image.width && y2 <= image.height && x2 > x1 && y2 > y1, "box inside");
+        assert.ok(
+          x1 >= 0 && y1 >= 0 && x2 <= image.width && y2 <= image.height && x2 > x1 && y2 > y1,
+          "box inside",
+        );
         assert.deepEqual(Object.keys(f.landmarks ?? {}), [...detector.landmarkNames]);
       }
     }
@@ -115,7 +120,8 @@ test("MTCNN: eyes left of right, mouth below the nose, on a frontal face", async
     assert.ok(p.mouth_left[0] < p.mouth_right[0]);
     assert.ok(p.nose[1] > Math.min(p.left_eye[1], p.right_eye[1]));
     assert.ok(Math.max(p.mouth_left[1], p.mouth_right[1]) > p.nose[1]);
-    for (const [x, y] of Object.values(p)) assert.ok(x >= f.box[0] && x <= f.box[2] && y >= f.box[1] && y <= f.box[3]);
+    for (const [x, y] of Object.values(p))
+      assert.ok(x >= f.box[0] && x <= f.box[2] && y >= f.box[1] && y <= f.box[3]);
   }
 });
 

@@ -243,6 +243,10 @@ export class BlazeFaceDetector implements Detector {
     this.pairs = pairOutputs(session);
   }
 
+  get threshold(): number {
+    return this.opts.threshold;
+  }
+
   async detect(image: RgbImage, options: DetectOptions = {}): Promise<Detection> {
     const threshold = options.threshold ?? this.opts.threshold;
     const S = this.size;

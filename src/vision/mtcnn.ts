@@ -53,6 +53,11 @@ export class MtcnnDetector implements Detector {
     this.settings = { ...MTCNN_DEFAULTS, ...settings };
   }
 
+  /** Faces come out of O-Net at or above its threshold. */
+  get threshold(): number {
+    return this.settings.thresholds[2];
+  }
+
   async detect(image: RgbImage, options: DetectOptions = {}): Promise<Detection> {
     const minFaceSize = options.minFaceSize ?? this.settings.minFaceSize;
     const thresholds = options.stageThresholds ?? this.settings.thresholds;

@@ -46,6 +46,8 @@ export interface Detector {
   readonly models: string[];
   /** Names of the landmarks it reports, in order; empty when it has none. */
   readonly landmarkNames: readonly string[];
+  /** Operating score threshold, used when DetectOptions.threshold is not given. */
+  readonly threshold: number;
   /** Faces sorted by score, highest first; same input, same output. */
   detect(image: RgbImage, options?: DetectOptions): Promise<Detection>;
   dispose(): Promise<void>;

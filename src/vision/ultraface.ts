@@ -102,6 +102,10 @@ export class UltraFaceDetector implements Detector {
     };
   }
 
+  get threshold(): number {
+    return this.opts.threshold;
+  }
+
   async detect(image: RgbImage, options: DetectOptions = {}): Promise<Detection> {
     const threshold = options.threshold ?? this.opts.threshold;
     const [W, H] = this.inputSize;

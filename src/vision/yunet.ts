@@ -131,6 +131,10 @@ export class YuNetDetector implements Detector {
     };
   }
 
+  get threshold(): number {
+    return this.opts.threshold;
+  }
+
   async detect(image: RgbImage, options: DetectOptions = {}): Promise<Detection> {
     const threshold = options.threshold ?? this.opts.threshold;
     const timings = { preprocess: 0, inference: 0, postprocess: 0 };

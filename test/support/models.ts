@@ -13,7 +13,8 @@ export async function ensureModels(ids: readonly string[]): Promise<string | nul
     if (status.get(id) === "ok") continue;
     const entry = findModel(id);
     const mirror = entry?.source.kind === "url" ? sharedPath("models") : undefined;
-    if (entry?.source.kind === "url" && !mirror) return `model ${id} needs ../shared/models (or MASKWATCH_SHARED)`;
+    if (entry?.source.kind === "url" && !mirror)
+      return `model ${id} needs ../shared/models (or MASKWATCH_SHARED)`;
     try {
       await pull(id, { mirror: mirror ?? undefined, force: status.get(id) === "mismatch" });
     } catch (err) {
