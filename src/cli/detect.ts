@@ -56,12 +56,18 @@ export function registerDetectCommand(program: Command): void {
 }
 
 async function runDetect(paths: string[], flags: DetectFlags): Promise<number> {
+  let options: DetectOptions;
+  try {
+    options = detectOptions(flags);
+  } catch (err) {
+    process.stderr.write(`maskwatch: ${(err as Error).message}\n`);
+    return 2;
+  }
   const files = await collectImages(paths);
   if (files.length === 0) {
     process.stderr.write("maskwatch: no images found in the given paths\n");
     return 2;
   }
-  const options = detectOptions(flags);
   const engine = new Engine();
   const detector = await engine.detector(flags.detector);
   if (flags.draw) await mkdir(flags.draw, { recursive: true });
@@ -118,12 +124,10 @@ function detectOptions(flags: DetectFlags): DetectOptions {
   const t = flags.thresholds;
   if (t) {
     if (flags.detector === "mtcnn") {
-      if (t.length !== 3)
-        throw new InvalidArgumentError("--thresholds for mtcnn takes three values: pnet,rnet,onet");
+      if (t.length !== 3) throw new Error("--thresholds for mtcnn takes three values: pnet,rnet,onet");
       options.stageThresholds = [t[0], t[1], t[2]];
     } else {
-      if (t.length !== 1)
-        throw new InvalidArgumentError(`--thresholds for ${flags.detector} takes one value`);
+      if (t.length !== 1) throw new Error(`--thresholds for ${flags.detector} takes one value`);
       options.threshold = t[0];
     }
   }
