@@ -24,7 +24,7 @@ import { type EvalFace, type ImagePrediction, scoreDetections } from "./score.ts
 const COLLECT_THRESHOLD = 0.3;
 
 const USAGE = `usage: npm run eval -- --dataset <name|folder> [--split test|val|train|all] [--detector id]
-       [--mask] [--min-face-size px] [--min-size px] [--iou 0.5] [--limit n]
+       [--mask] [--min-face-size px] [--thresholds pnet,rnet,onet] [--min-size px] [--iou 0.5] [--limit n]
        [--json file] [--report file.md] [--pred file.jsonl --gt <name|folder>]`;
 
 async function main(): Promise<number> {
@@ -40,6 +40,7 @@ async function main(): Promise<number> {
       "min-size": { type: "string", default: "10" },
       iou: { type: "string", default: "0.5" },
       threshold: { type: "string" },
+      thresholds: { type: "string" },
       limit: { type: "string" },
       json: { type: "string" },
       report: { type: "string" },

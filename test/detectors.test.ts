@@ -10,6 +10,7 @@ import { after, test } from "node:test";
 import { type GtImage, loadDlib } from "../eval/groundtruth.ts";
 import { DETECTORS, Engine } from "../src/vision/engine.ts";
 import { decodeImage } from "../src/vision/image.ts";
+import { scalePyramid } from "../src/vision/mtcnn.ts";
 import { iou } from "../src/vision/nms.ts";
 import type { Face, RgbImage } from "../src/vision/types.ts";
 import { ensureModels } from "./support/models.ts";
@@ -131,9 +132,20 @@ test("MTCNN honours min_face_size and the stage thresholds", async (t) => {
   const { image } = await decodeImage(await readFile(file));
   const mtcnn = await engine.detector("mtcnn");
   const all = (await mtcnn.detect(image)).faces;
-  const big = (await mtcnn.detect(image, { minFaceSize: 200 })).faces;
-  assert.ok(big.length < all.length, `min_face_size 200 kept ${big.length} of ${all.length}`);
+  // As in the reference, min_face_size shapes the pyramid (it is not a filter on the output):
+  // above the image's shorter side (375 px) there is no pyramid level, so nothing is found.
+  assert.equal(all.length, 3);
+  assert.equal((await mtcnn.detect(image, { minFaceSize: 400 })).faces.length, 0);
   const strict = (await mtcnn.detect(image, { stageThresholds: [0.6, 0.7, 0.99999] })).faces;
   assert.ok(strict.every((f) => f.score > 0.99999));
   assert.equal((await mtcnn.detect(image, { maxFaces: 1 })).faces.length, 1);
+});
+
+test("MTCNN pyramid: scales from 12/min_face_size down by the factor while the image stays ≥ 12 px", () => {
+  // 640×480, min 20: m = 0.6, shorter side 288 → 204.2 → … → 18.4 → 13.0 → 9.2 stops: 10 levels.
+  const scales = scalePyramid(640, 480, 20, 0.709);
+  assert.equal(scales.length, 10);
+  assert.equal(scales[0], 0.6);
+  assert.ok(Math.abs(scales[9] - 0.6 * 0.709 ** 9) < 1e-12);
+  assert.deepEqual(scalePyramid(100, 100, 120, 0.709), []);
 });

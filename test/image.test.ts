@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import sharp from "sharp";
+import sharp, { type Sharp } from "sharp";
 import { DEFAULT_LIMITS, decodeImage, ImageError, rawImage } from "../src/vision/image.ts";
 
 /** A 40×20 test card: left half red, right half blue. */
-async function card(): Promise<sharp.Sharp> {
+async function card(): Promise<Sharp> {
   const data = Buffer.alloc(40 * 20 * 3);
   for (let y = 0; y < 20; y++)
     for (let x = 0; x < 40; x++) data.set(x < 20 ? [220, 20, 20] : [20, 20, 220], (y * 40 + x) * 3);
@@ -15,7 +15,7 @@ const pixel = (img: { data: Uint8Array; width: number }, x: number, y: number) =
   Array.from(img.data.subarray((y * img.width + x) * 3, (y * img.width + x) * 3 + 3));
 
 test("decodes every supported format to RGB of the right size", async () => {
-  const encoders: Record<string, (s: sharp.Sharp) => sharp.Sharp> = {
+  const encoders: Record<string, (s: Sharp) => Sharp> = {
     jpeg: (s) => s.jpeg({ quality: 95 }),
     png: (s) => s.png(),
     webp: (s) => s.webp({ lossless: true }),

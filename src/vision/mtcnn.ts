@@ -1,7 +1,6 @@
 import * as ort from "onnxruntime-node";
-import sharp from "sharp";
 import { type Box, nms } from "./nms.ts";
-import { cropResize, type TensorOptions, writeTensor } from "./preprocess.ts";
+import { cropResize, resizeArea, type TensorOptions, writeTensor } from "./preprocess.ts";
 import type { Detection, DetectOptions, Detector, Face, RgbImage, StageTimings } from "./types.ts";
 
 /**
@@ -82,7 +81,7 @@ export class MtcnnDetector implements Detector {
     const all: Candidate[] = [];
     clock.start();
     const scales = scalePyramid(image.width, image.height, minFaceSize, this.settings.scaleFactor);
-    const levels = await pyramid(image, scales);
+    const levels = pyramid(image, scales);
     clock.stop("preprocess");
     for (let i = 0; i < scales.length; i++) {
       const level = levels[i];
@@ -177,10 +176,11 @@ export class MtcnnDetector implements Detector {
       const input = new Float32Array(batch.length * per);
       batch.forEach((c, i) => {
         const [x1, y1, x2, y2] = c.box;
-        // The reference crops pixels x1..x2 inclusive, zero-padding outside the image.
+        // The reference (MATLAB-born, 1-based) crops pixels x1..x2 inclusive, i.e. 0-based
+        // columns x1 − 1 … x2 − 1, zero-padding outside the image.
         if (x2 >= x1 && y2 >= y1)
           writeTensor(
-            cropResize(image, [x1, y1, x2 + 1, y2 + 1], size, size, "area"),
+            cropResize(image, [x1 - 1, y1 - 1, x2, y2], size, size, "area"),
             input,
             i * per,
             NORMALISE,
@@ -209,22 +209,13 @@ export class MtcnnDetector implements Detector {
 }
 
 /**
- * The pyramid's images, each ceil(size × scale). libvips resamples them (a box shrink, then a
- * linear reduce: close to OpenCV's INTER_AREA, which the reference uses) on its own threads,
- * several times faster than per-pixel JavaScript on this kind of machine.
+ * The pyramid's images, each ceil(size × scale), resampled from the full image with OpenCV's
+ * INTER_AREA as the reference does. A faster libvips pyramid was tried and cost 0.016 face AP
+ * on the Kaggle test split (0.600 vs 0.616): this stage is kept exact.
  */
-async function pyramid(image: RgbImage, scales: number[]): Promise<RgbImage[]> {
-  const raw = { width: image.width, height: image.height, channels: 3 as const };
-  return Promise.all(
-    scales.map(async (scale) => {
-      const width = Math.ceil(image.width * scale);
-      const height = Math.ceil(image.height * scale);
-      const data = await sharp(image.data, { raw })
-        .resize(width, height, { fit: "fill", kernel: "linear" })
-        .raw()
-        .toBuffer();
-      return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width, height };
-    }),
+function pyramid(image: RgbImage, scales: number[]): RgbImage[] {
+  return scales.map((scale) =>
+    resizeArea(image, Math.ceil(image.width * scale), Math.ceil(image.height * scale)),
   );
 }
 
