@@ -24,7 +24,8 @@ const { values: args } = parseArgs({
 });
 
 const SHARED = resolve(process.env.MASKWATCH_SHARED ?? join(import.meta.dirname, "../../shared"));
-const SOURCE = args.image ?? join(SHARED, "datasets/kaggle-face-mask/images/maksssksksss10.jpg");
+// A street photo with three frontal faces, scaled to each benchmark size.
+const SOURCE = args.image ?? join(SHARED, "datasets/dlib-faces/2008_002506.jpg");
 
 type Stage = "decode" | "preprocess" | "inference" | "postprocess" | "total";
 const STAGES: Stage[] = ["decode", "preprocess", "inference", "postprocess", "total"];

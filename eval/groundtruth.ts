@@ -613,10 +613,12 @@ export function loadDlib(dirOrFile: string, split: Split = "test"): GtImage[] {
 /** Repository root (the folder above eval/). */
 export const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 
-/** `MASKWATCH_DATA`, else `<repo>/../shared/datasets`. */
+/** `MASKWATCH_DATA`, else `$MASKWATCH_SHARED/datasets`, else `<repo>/../shared/datasets`. */
 export function dataRoot(env: NodeJS.ProcessEnv = process.env): string {
   const v = env["MASKWATCH_DATA"];
-  return v ? path.resolve(v) : path.resolve(REPO_ROOT, "..", "shared", "datasets");
+  if (v) return path.resolve(v);
+  const shared = env["MASKWATCH_SHARED"];
+  return shared ? path.resolve(shared, "datasets") : path.resolve(REPO_ROOT, "..", "shared", "datasets");
 }
 
 export const DATASET_ALIASES: Record<string, string> = {

@@ -257,7 +257,7 @@ export class BlazeFaceDetector implements Detector {
     // Views: each is one network run and how to map its normalised output to image pixels.
     const views: { ox: number; oy: number; sx: number; sy: number; tile?: Box }[] = [];
     const inputs: Float32Array[] = [];
-    const lb = letterbox(image, S, S);
+    const lb = await letterbox(image, S, S);
     inputs.push(writeInto(lb.image, tensorOpts));
     views.push({ ox: -lb.padX / lb.scale, oy: -lb.padY / lb.scaleY, sx: S / lb.scale, sy: S / lb.scaleY });
     for (const tile of this.tilesFor(image)) {

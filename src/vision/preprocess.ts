@@ -11,6 +11,7 @@
  * Rounding: OpenCV's uint8 bilinear path uses 11-bit fixed-point weights; here weights are
  * float32 and the result is rounded to nearest, so values can differ from OpenCV by ±1.
  */
+import sharp from "sharp";
 import type { RgbImage } from "./types.ts";
 
 export type ResizeMode = "bilinear" | "area";
@@ -248,6 +249,21 @@ export function resizeAuto(img: RgbImage, outW: number, outH: number): RgbImage 
   return shrink ? resizeArea(img, outW, outH) : resizeBilinear(img, outW, outH);
 }
 
+/**
+ * Resize by libvips (box shrink, then a linear reduce; linear when growing) on its own
+ * threads: several times faster than the JavaScript resamplers above on a 2-core machine.
+ * For detectors whose training used no particular OpenCV filter.
+ */
+export async function resizeFast(img: RgbImage, outW: number, outH: number): Promise<RgbImage> {
+  checkSize(outW, outH);
+  if (outW === img.width && outH === img.height) return img;
+  const data = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
+    .resize(outW, outH, { fit: "fill", kernel: "linear" })
+    .raw()
+    .toBuffer();
+  return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: outW, height: outH };
+}
+
 export interface Letterboxed {
   image: RgbImage;
   /** Original x × scale = letterboxed x (before adding the pad). Exact for x after rounding. */
@@ -261,29 +277,28 @@ export interface Letterboxed {
 
 /**
  * Fits the image into w × h keeping its aspect ratio, centred, padding with black.
- * `align: "topleft"` puts the pad on the right / bottom only.
+ * `align: "topleft"` puts the pad on the right / bottom only. The resize is `resizeFast`
+ * unless a mode asks for one of the OpenCV-exact resamplers.
  */
-export function letterbox(
+export async function letterbox(
   img: RgbImage,
   w: number,
   h: number,
-  opts: { align?: "center" | "topleft"; mode?: ResizeMode | "auto" } = {},
-): Letterboxed {
+  opts: { align?: "center" | "topleft"; mode?: ResizeMode | "fast" } = {},
+): Promise<Letterboxed> {
   checkSize(w, h);
   const scale = Math.min(w / img.width, h / img.height);
   const iw = Math.max(1, Math.min(w, Math.round(img.width * scale)));
   const ih = Math.max(1, Math.min(h, Math.round(img.height * scale)));
   const padX = opts.align === "topleft" ? 0 : Math.floor((w - iw) / 2);
   const padY = opts.align === "topleft" ? 0 : Math.floor((h - ih) / 2);
-  const mode = opts.mode ?? "auto";
+  const mode = opts.mode ?? "fast";
   const inner =
-    iw === img.width && ih === img.height
-      ? img
-      : mode === "auto"
-        ? resizeAuto(img, iw, ih)
-        : mode === "area"
-          ? resizeArea(img, iw, ih)
-          : resizeBilinear(img, iw, ih);
+    mode === "fast"
+      ? await resizeFast(img, iw, ih)
+      : mode === "area"
+        ? resizeArea(img, iw, ih)
+        : resizeBilinear(img, iw, ih);
   const image = pad(inner, w, h, padX, padY);
   return { image, scale: iw / img.width, scaleY: ih / img.height, padX, padY };
 }

@@ -19,7 +19,7 @@
  */
 import * as ort from "onnxruntime-node";
 import { type Box, finalizeFaces, nms } from "./nms.ts";
-import { letterbox, pad, resizeArea, writeTensor } from "./preprocess.ts";
+import { letterbox, pad, resizeFast, writeTensor } from "./preprocess.ts";
 import type { Detection, DetectOptions, Detector, Face, Point, RgbImage } from "./types.ts";
 
 export const YUNET_LANDMARKS = ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"] as const;
@@ -143,7 +143,7 @@ export class YuNetDetector implements Detector {
     let sx: number;
     let sy: number;
     if (this.fixedSize) {
-      const lb = letterbox(image, this.fixedSize[0], this.fixedSize[1], { align: "topleft" });
+      const lb = await letterbox(image, this.fixedSize[0], this.fixedSize[1], { align: "topleft" });
       input = lb.image;
       sx = lb.scale;
       sy = lb.scaleY;
@@ -153,7 +153,7 @@ export class YuNetDetector implements Detector {
       if (options.minFaceSize && options.minFaceSize > 20) scale = Math.min(scale, 20 / options.minFaceSize);
       const w = Math.max(1, Math.round(image.width * scale));
       const h = Math.max(1, Math.round(image.height * scale));
-      const resized = w === image.width && h === image.height ? image : resizeArea(image, w, h);
+      const resized = await resizeFast(image, w, h);
       sx = w / image.width;
       sy = h / image.height;
       input = pad(resized, Math.ceil(w / 32) * 32, Math.ceil(h / 32) * 32);
