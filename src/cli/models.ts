@@ -156,9 +156,7 @@ export function registerModelsCommand(program: Command, io: ModelsCliIO = {}): C
       guarded(async (ids: string[], opts: { json?: boolean }) => {
         const explicit = ids.length > 0;
         const results = await verify(explicit ? ids : undefined);
-        const bad = results.filter(
-          (r) => r.status === "mismatch" || r.status === "pending" || (explicit && r.status === "missing"),
-        );
+        const bad = results.filter((r) => r.status === "mismatch" || (explicit && r.status === "missing"));
         if (opts.json) {
           out(`${JSON.stringify(results, null, 2)}\n`);
         } else {
@@ -166,8 +164,6 @@ export function registerModelsCommand(program: Command, io: ModelsCliIO = {}): C
             if (r.status === "ok") out(`ok        ${r.id}  ${r.path}\n`);
             else if (r.status === "missing")
               out(`missing   ${r.id}  (run \`maskwatch models pull ${r.id}\`)\n`);
-            else if (r.status === "pending")
-              out(`pending   ${r.id}  sha256 not pinned in the registry; file has ${r.actual}\n`);
             else out(`MISMATCH  ${r.id}  ${r.path}: expected sha256 ${r.expected}, actual ${r.actual}\n`);
           }
         }

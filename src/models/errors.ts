@@ -11,15 +11,13 @@ export type ModelErrorCode =
   | "not_pulled"
   /** A file (cached, downloaded, or inside a package) does not have the pinned sha256. */
   | "checksum_mismatch"
-  /** The catalogue has no pinned sha256 for the final file yet (converter output not pinned). */
-  | "checksum_pending"
   /** Download / npm pack / mirror read failed (network, HTTP status, missing file, timeout). */
   | "fetch_failed"
   /** A download or archive member is larger than the allowed cap. */
   | "too_large"
   /** The .tgz is malformed or lacks the expected file. */
   | "archive_error"
-  /** The conversion step failed or its converter is not available. */
+  /** The conversion step (tflite-to-onnx) failed. */
   | "convert_failed";
 
 export class ModelError extends Error {

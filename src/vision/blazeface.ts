@@ -22,7 +22,7 @@
  */
 import * as ort from "onnxruntime-node";
 import { type Box, finalizeFaces, weightedNms } from "./nms.ts";
-import { cropResize, letterbox, writeTensor } from "./preprocess.ts";
+import { cropResize, letterbox, toTensor } from "./preprocess.ts";
 import type { Detection, DetectOptions, Detector, Face, Point, RgbImage } from "./types.ts";
 
 export const BLAZEFACE_LANDMARKS = [
@@ -258,11 +258,11 @@ export class BlazeFaceDetector implements Detector {
     const views: { ox: number; oy: number; sx: number; sy: number; tile?: Box }[] = [];
     const inputs: Float32Array[] = [];
     const lb = await letterbox(image, S, S);
-    inputs.push(writeInto(lb.image, tensorOpts));
+    inputs.push(toTensor(lb.image, tensorOpts));
     views.push({ ox: -lb.padX / lb.scale, oy: -lb.padY / lb.scaleY, sx: S / lb.scale, sy: S / lb.scaleY });
     for (const tile of this.tilesFor(image)) {
       const crop = cropResize(image, tile, S, S, tile[2] - tile[0] > S ? "area" : "bilinear");
-      inputs.push(writeInto(crop, tensorOpts));
+      inputs.push(toTensor(crop, tensorOpts));
       const side = tile[2] - tile[0];
       views.push({ ox: tile[0], oy: tile[1], sx: side, sy: side, tile });
     }
@@ -314,12 +314,6 @@ export class BlazeFaceDetector implements Detector {
   async dispose(): Promise<void> {
     await this.session.release();
   }
-}
-
-function writeInto(img: RgbImage, opts: Parameters<typeof writeTensor>[3]): Float32Array {
-  const out = new Float32Array(img.width * img.height * 3);
-  writeTensor(img, out, 0, opts);
-  return out;
 }
 
 function concat(parts: Float32Array[]): Float32Array {
