@@ -4,14 +4,17 @@
  * on one machine: compare commits with `--compare old.json` (ratios), not absolute ms.
  *
  *   npm run bench -- [--detectors mtcnn,blazeface] [--runs 40] [--json out.json] [--compare old.json]
+ *                    [--http [--http-seconds 10]]   (autocannon against the server on loopback)
  */
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
 import { verify } from "../src/models/store.ts";
 import { DETECTORS, Engine } from "../src/vision/engine.ts";
 import { decodeImage } from "../src/vision/image.ts";
+import { benchHttp } from "./http.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -20,6 +23,8 @@ const { values: args } = parseArgs({
     json: { type: "string" },
     compare: { type: "string" },
     image: { type: "string" },
+    http: { type: "boolean", default: false },
+    "http-seconds": { type: "string", default: "10" },
   },
 });
 
@@ -107,7 +112,20 @@ async function main(): Promise<void> {
       console.log(format(row));
     }
   }
+  const classify = await benchClassifier(engine, jpegs[0], pulled, runs);
   await engine.close();
+  const http = [];
+  if (args.http) {
+    const dataDir = await mkdtemp(join(tmpdir(), "maskwatch-bench-"));
+    for (const id of ["blazeface", "mtcnn"].filter((d) => wanted.includes(d))) {
+      const r = await benchHttp(photo, id, Number(args["http-seconds"]), dataDir);
+      http.push(r);
+      console.log(
+        `http ${id.padEnd(10)} ${r.requestsPerSecond} req/s, latency p50 ${r.latencyMs.p50} / p90 ${r.latencyMs.p90} / p99 ${r.latencyMs.p99} ms, non-2xx ${r.non2xx}, errors ${r.errors}, RSS ${r.serverRssMb} MB (server and workers' parent)`,
+      );
+    }
+    await rm(dataDir, { recursive: true, force: true });
+  }
   const report = {
     date: new Date().toISOString(),
     node: process.version,
@@ -115,11 +133,50 @@ async function main(): Promise<void> {
     source: SOURCE,
     peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
     rows,
+    classify,
+    http,
   };
   console.log(`peak RSS ${report.peakRssMb} MB`);
   if (args.json) await writeFile(args.json, `${JSON.stringify(report, null, 2)}\n`);
   if (args.compare) compare(JSON.parse(await readFile(args.compare, "utf8")) as typeof report, report);
 }
+
+/**
+ * The mask classifier's stage: the faces MTCNN finds in the 640×480 photo, and a batch of 32
+ * faces (the photo's faces repeated), median ms per call and per face.
+ */
+async function benchClassifier(engine: Engine, jpeg: Buffer, pulled: Set<string>, runs: number) {
+  if (!pulled.has("mask-classifier") || !pulled.has("mtcnn-pnet")) {
+    console.error("bench: skipping the classify stage: mask-classifier or mtcnn not available");
+    return null;
+  }
+  const { image } = await decodeImage(jpeg);
+  const { faces } = await (await engine.detector("mtcnn")).detect(image);
+  if (faces.length === 0) return null;
+  const classifier = await engine.maskClassifier();
+  const batch32 = Array.from({ length: 32 }, (_, i) => faces[i % faces.length]);
+  const out: Record<string, { faces: number; medianMs: number; msPerFace: number }> = {};
+  for (const [name, set] of [
+    ["photo", faces],
+    ["batch32", batch32],
+  ] as const) {
+    const times: number[] = [];
+    for (let i = -3; i < runs; i++) {
+      const t = performance.now();
+      await classifier.classify(image, set);
+      if (i >= 0) times.push(performance.now() - t);
+    }
+    times.sort((a, b) => a - b);
+    const median = times[Math.floor(times.length / 2)];
+    out[name] = { faces: set.length, medianMs: round2(median), msPerFace: round2(median / set.length) };
+    console.log(
+      `classify ${name.padEnd(8)} ${set.length} faces: median ${median.toFixed(2)} ms, ${(median / set.length).toFixed(3)} ms/face`,
+    );
+  }
+  return out;
+}
+
+const round2 = (v: number) => Math.round(v * 100) / 100;
 
 function pick(samples: Record<Stage, number[]>, q: number): Record<Stage, number> {
   const out = {} as Record<Stage, number>;

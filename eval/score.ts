@@ -16,7 +16,7 @@ export interface MaskPrediction {
   scores?: Partial<Record<MaskClass, number>>;
 }
 
-export type EvalFace = Face & { mask?: MaskPrediction };
+export type EvalFace = Omit<Face, "mask"> & { mask?: MaskPrediction };
 
 export interface ImagePrediction {
   /** Matched against `GtImage.name` (an extension on either side is ignored). */

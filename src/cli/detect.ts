@@ -3,9 +3,9 @@ import { basename, extname, join } from "node:path";
 import { SingleBar } from "cli-progress";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { drawFaces } from "../vision/draw.ts";
-import { DEFAULT_DETECTOR, DETECTORS, Engine } from "../vision/engine.ts";
+import { type AnalyzeOptions, DEFAULT_DETECTOR, DETECTORS, Engine } from "../vision/engine.ts";
 import { decodeImage } from "../vision/image.ts";
-import type { DetectOptions } from "../vision/types.ts";
+import type { Face } from "../vision/types.ts";
 
 const IMAGE_EXTENSIONS = new Set([
   ".jpg",
@@ -29,6 +29,8 @@ interface DetectFlags {
   jsonl?: boolean;
   draw?: string;
   progress?: boolean;
+  mask?: boolean;
+  maskThreshold?: number;
 }
 
 export function registerDetectCommand(program: Command): void {
@@ -47,6 +49,8 @@ export function registerDetectCommand(program: Command): void {
     )
     .option("--threshold <score>", "keep faces scoring at least this", probability)
     .option("--max-faces <n>", "keep at most n faces per image (highest scores)", positiveNumber)
+    .option("--mask", "classify each face: mask, no_mask or incorrect")
+    .option("--mask-threshold <p>", "report `mask` only at this probability or above (0.5)", probability)
     .option("--jsonl", "one JSON object per line: {image, width, height, faces, timings_ms}")
     .option("--draw <dir>", "write each image with boxes, landmarks and scores drawn into <dir>")
     .option("--no-progress", "no progress bar on stderr")
@@ -56,7 +60,7 @@ export function registerDetectCommand(program: Command): void {
 }
 
 async function runDetect(paths: string[], flags: DetectFlags): Promise<number> {
-  let options: DetectOptions;
+  let options: AnalyzeOptions;
   try {
     options = detectOptions(flags);
   } catch (err) {
@@ -83,15 +87,12 @@ async function runDetect(paths: string[], flags: DetectFlags): Promise<number> {
       const t0 = performance.now();
       const { image } = await decodeImage(await readFile(file));
       const t1 = performance.now();
-      const { faces } = await detector.detect(image, options);
+      const { faces, timings } = await engine.analyze(image, options);
       const t2 = performance.now();
-      const result = {
-        image: file,
-        width: image.width,
-        height: image.height,
-        faces,
-        timings_ms: { decode: round(t1 - t0), detect: round(t2 - t1) },
-      };
+      const detect = round(t2 - t1 - (timings.classify ?? 0));
+      const timings_ms: Record<string, number> = { decode: round(t1 - t0), detect };
+      if (timings.classify !== undefined) timings_ms.classify = round(timings.classify);
+      const result = { image: file, width: image.width, height: image.height, faces, timings_ms };
       if (flags.draw) {
         const out = join(flags.draw, `${basename(file, extname(file))}.jpg`);
         await writeFile(out, await drawFaces(image, faces));
@@ -115,11 +116,14 @@ async function runDetect(paths: string[], flags: DetectFlags): Promise<number> {
   return failures ? 1 : 0;
 }
 
-function detectOptions(flags: DetectFlags): DetectOptions {
-  const options: DetectOptions = {
+function detectOptions(flags: DetectFlags): AnalyzeOptions {
+  if (flags.maskThreshold !== undefined && !flags.mask) throw new Error("--mask-threshold needs --mask");
+  const options: AnalyzeOptions = {
+    detector: flags.detector,
     minFaceSize: flags.minFaceSize,
     maxFaces: flags.maxFaces,
     threshold: flags.threshold,
+    mask: flags.mask ? { threshold: flags.maskThreshold } : false,
   };
   const t = flags.thresholds;
   if (t) {
@@ -167,10 +171,10 @@ function summary(r: {
   image: string;
   width: number;
   height: number;
-  faces: { score: number }[];
-  timings_ms: { decode: number; detect: number };
+  faces: Face[];
+  timings_ms: Record<string, number>;
 }): string {
-  const scores = r.faces.map((f) => f.score.toFixed(2)).join(" ");
+  const scores = r.faces.map((f) => (f.mask ? `${f.mask.label} ` : "") + f.score.toFixed(2)).join(", ");
   return `${r.image}: ${r.width}×${r.height}, ${r.faces.length} face(s)${scores ? ` [${scores}]` : ""} (decode ${r.timings_ms.decode} ms, detect ${r.timings_ms.detect} ms)`;
 }
 

@@ -1,6 +1,8 @@
 import { Command, CommanderError } from "commander";
 import { registerDetectCommand } from "./detect.ts";
+import { registerKeysCommand } from "./keys.ts";
 import { registerModelsCommand } from "./models.ts";
+import { registerServeCommands } from "./serve.ts";
 
 const program = new Command("maskwatch")
   .description("Face and face-mask detection: engine, models and service")
@@ -9,6 +11,8 @@ const program = new Command("maskwatch")
 
 registerDetectCommand(program);
 registerModelsCommand(program);
+registerServeCommands(program);
+registerKeysCommand(program);
 
 try {
   await program.parseAsync(process.argv);

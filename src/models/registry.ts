@@ -23,7 +23,14 @@ export interface UrlSource {
   mirrorPath: string;
 }
 
-export type ModelSource = NpmSource | UrlSource;
+/** A model trained by this project and committed with it (its model card is in docs/models/). */
+export interface ProjectSource {
+  kind: "project";
+  /** Path relative to the repository root, e.g. "models/mask-classifier.onnx". */
+  path: string;
+}
+
+export type ModelSource = NpmSource | UrlSource | ProjectSource;
 
 export interface ConvertStep {
   converter: "tflite-to-onnx";
@@ -254,5 +261,6 @@ export function bundledModelIds(): string[] {
 
 /** "npm:pkg@ver#path" or the URL, for display. */
 export function describeSource(source: ModelSource): string {
-  return source.kind === "npm" ? `npm:${source.package}@${source.version}` : source.url;
+  if (source.kind === "npm") return `npm:${source.package}@${source.version}`;
+  return source.kind === "url" ? source.url : `project:${source.path}`;
 }

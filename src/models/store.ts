@@ -57,7 +57,14 @@ export function getModel(id: string): ModelEntry {
 
 /** Where `id` lives in the cache (not checked). */
 export function cachedFilePath(id: string, opts: StoreOptions = {}): string {
-  return join(modelDir(opts), getModel(id).file);
+  return filePath(getModel(id), opts);
+}
+
+/** Where a model's file lives: the cache, or the repository for the project's own models. */
+function filePath(entry: ModelEntry, opts: StoreOptions): string {
+  return entry.source.kind === "project"
+    ? join(REPO_ROOT, entry.source.path)
+    : join(modelDir(opts), entry.file);
 }
 
 export function sha256(data: Uint8Array): string {
@@ -89,7 +96,7 @@ function mismatchError(entry: ModelEntry, what: string, expected: string, actual
  */
 export async function modelBytes(id: string, opts: StoreOptions = {}): Promise<Uint8Array> {
   const entry = getModel(id);
-  const path = join(modelDir(opts), entry.file);
+  const path = filePath(entry, opts);
   const data = await readIfExists(path);
   if (!data) {
     throw new ModelError(
@@ -113,7 +120,7 @@ export async function modelBytes(id: string, opts: StoreOptions = {}): Promise<U
  */
 export async function modelPath(id: string, opts: StoreOptions = {}): Promise<string> {
   await modelBytes(id, opts);
-  return join(modelDir(opts), getModel(id).file);
+  return filePath(getModel(id), opts);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,9 +241,15 @@ async function sweepPartials(dir: string): Promise<void> {
 async function pullWith(id: string, opts: PullOptions, tarballs: TarballCache): Promise<PullResult> {
   const entry = getModel(id);
   const dir = modelDir(opts);
-  const path = join(dir, entry.file);
+  const path = filePath(entry, opts);
   const progress = (phase: PullPhase, extra: Partial<PullProgress> = {}) =>
     opts.onProgress?.({ id, phase, ...extra });
+  if (entry.source.kind === "project") {
+    // Shipped in the repository: nothing to fetch, only to check.
+    await modelBytes(id, opts);
+    progress("done");
+    return { id, path, sha256: entry.sha256, status: "present" };
+  }
 
   if (!opts.force) {
     const existing = await readIfExists(path);
@@ -383,7 +396,7 @@ export async function verify(ids?: readonly string[], opts: StoreOptions = {}): 
   const dir = modelDir(opts);
   const out: VerifyResult[] = [];
   for (const entry of entries) {
-    const path = join(dir, entry.file);
+    const path = filePath(entry, { dir });
     const base = { id: entry.id, file: entry.file, path, expected: entry.sha256 };
     const data = await readIfExists(path);
     if (!data) {

@@ -1,4 +1,4 @@
-import sharp from "sharp";
+import sharp, { type Sharp } from "sharp";
 import type { Face, RgbImage } from "./types.ts";
 
 /** Box colour per label; faces without a label are drawn in the detector colour. */
@@ -23,11 +23,38 @@ export async function drawFaces(
   faces: readonly Face[],
   options: DrawOptions = {},
 ): Promise<Buffer> {
-  const stroke = Math.max(2, Math.round(Math.min(image.width, image.height) / 250));
+  const raw = Buffer.from(image.data.buffer, image.data.byteOffset, image.data.length);
+  const img = sharp(raw, { raw: { width: image.width, height: image.height, channels: 3 } });
+  return encode(
+    img.composite([{ input: overlay(image.width, image.height, faces, options), top: 0, left: 0 }]),
+    options,
+  );
+}
+
+/** The same on an encoded image (as uploaded): orientation applied as the detector saw it. */
+export async function drawFacesOnEncoded(
+  bytes: Uint8Array,
+  faces: readonly Face[],
+  options: DrawOptions = {},
+): Promise<Buffer> {
+  const oriented = sharp(bytes, { pages: 1 }).autoOrient().removeAlpha();
+  const { data, info } = await oriented.raw().toBuffer({ resolveWithObject: true });
+  return drawFaces({ data, width: info.width, height: info.height }, faces, options);
+}
+
+function encode(img: Sharp, options: DrawOptions): Promise<Buffer> {
+  return options.format === "png"
+    ? img.png().toBuffer()
+    : img.jpeg({ quality: options.quality ?? 85 }).toBuffer();
+}
+
+/** An SVG layer with every face's box, landmarks and caption. */
+function overlay(width: number, height: number, faces: readonly Face[], options: DrawOptions): Buffer {
+  const stroke = Math.max(2, Math.round(Math.min(width, height) / 250));
   const font = Math.max(12, stroke * 6);
   const parts: string[] = [];
   faces.forEach((f, i) => {
-    const label = (f as Face & { mask?: { label: string } }).mask?.label ?? f.label;
+    const label = f.mask?.label ?? f.label;
     const colour = COLOURS[label ?? "face"] ?? COLOURS.face;
     const [x1, y1, x2, y2] = f.box;
     parts.push(
@@ -38,19 +65,17 @@ export async function drawFaces(
         `<circle cx="${x}" cy="${y}" r="${stroke * 1.2}" fill="#facc15" stroke="#000" stroke-width="0.5"/>`,
       );
     }
-    const text = options.caption ? options.caption(f, i) : `${label ? `${label} ` : ""}${f.score.toFixed(2)}`;
+    const text = options.caption
+      ? options.caption(f, i)
+      : `${label ? `${label} ` : ""}${(f.mask?.score ?? f.score).toFixed(2)}`;
     const ty = y1 - stroke > font ? y1 - stroke : y2 + font + stroke;
     parts.push(
       `<text x="${x1}" y="${ty}" font-family="sans-serif" font-size="${font}" fill="${colour}" stroke="#000" stroke-width="${font / 12}" paint-order="stroke">${escapeXml(text)}</text>`,
     );
   });
-  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${image.width}" height="${image.height}">${parts.join("")}</svg>`;
-  const img = sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.length), {
-    raw: { width: image.width, height: image.height, channels: 3 },
-  }).composite([{ input: Buffer.from(svg), top: 0, left: 0 }]);
-  return options.format === "png"
-    ? img.png().toBuffer()
-    : img.jpeg({ quality: options.quality ?? 85 }).toBuffer();
+  return Buffer.from(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${parts.join("")}</svg>`,
+  );
 }
 
 function escapeXml(s: string): string {

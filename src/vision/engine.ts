@@ -2,8 +2,9 @@ import { availableParallelism } from "node:os";
 import * as ort from "onnxruntime-node";
 import { modelBytes } from "../models/store.ts";
 import { BlazeFaceDetector } from "./blazeface.ts";
+import { MaskClassifier, type MaskClassifierOptions } from "./mask-classifier.ts";
 import { MtcnnDetector } from "./mtcnn.ts";
-import type { Detector } from "./types.ts";
+import type { DetectOptions, Detector, Face, RgbImage, StageTimings } from "./types.ts";
 import { UltraFaceDetector } from "./ultraface.ts";
 import { YuNetDetector } from "./yunet.ts";
 
@@ -76,6 +77,21 @@ export const DETECTORS: Record<string, DetectorSpec> = {
 };
 
 export const DEFAULT_DETECTOR = "mtcnn";
+export const MASK_MODEL = "mask-classifier";
+
+export interface AnalyzeOptions extends DetectOptions {
+  detector?: string;
+  /** Classify each face's mask (true, or the classifier's options). */
+  mask?: boolean | MaskClassifierOptions;
+}
+
+export interface Analysis {
+  detector: string;
+  /** Registry ids of every model that ran. */
+  models: string[];
+  faces: Face[];
+  timings: StageTimings & { classify?: number };
+}
 
 export class UnknownDetectorError extends Error {
   readonly code = "unknown_detector";
@@ -88,6 +104,7 @@ export class UnknownDetectorError extends Error {
 /** Creates each detector's sessions once, on first use, and hands the same detector out after. */
 export class Engine {
   private readonly detectors = new Map<string, Promise<Detector>>();
+  private classifier: Promise<MaskClassifier> | undefined;
   private readonly threads: number;
 
   constructor(private readonly options: EngineOptions = {}) {
@@ -107,25 +124,55 @@ export class Engine {
     return pending;
   }
 
+  async maskClassifier(): Promise<MaskClassifier> {
+    if (!this.classifier) {
+      this.classifier = this.session(MASK_MODEL).then((s) => new MaskClassifier(s));
+      this.classifier.catch(() => {
+        this.classifier = undefined;
+      });
+    }
+    return this.classifier;
+  }
+
+  /** Detection, then mask classification when asked: the whole per-image pipeline. */
+  async analyze(image: RgbImage, options: AnalyzeOptions = {}): Promise<Analysis> {
+    const { detector: id = DEFAULT_DETECTOR, mask, ...detect } = options;
+    const detector = await this.detector(id);
+    const { faces, timings } = await detector.detect(image, detect);
+    const models = [...detector.models];
+    if (!mask) return { detector: id, models, faces, timings };
+    const classifier = await this.maskClassifier();
+    const t = performance.now();
+    const results = await classifier.classify(image, faces, mask === true ? {} : mask);
+    const classify = performance.now() - t;
+    return {
+      detector: id,
+      models: [...models, classifier.model],
+      faces: faces.map((f, i) => ({ ...f, mask: results[i] })),
+      timings: { ...timings, classify },
+    };
+  }
+
   private async load(spec: DetectorSpec): Promise<Detector> {
-    const sessions = await Promise.all(
-      spec.models.map(async (model) =>
-        ort.InferenceSession.create(await modelBytes(model, { dir: this.options.modelDir }), {
-          intraOpNumThreads: this.threads,
-          interOpNumThreads: 1,
-          executionMode: "sequential",
-          graphOptimizationLevel: "all",
-          // Some third-party exports list weights as graph inputs; ORT warns once per weight.
-          logSeverityLevel: 3,
-        }),
-      ),
-    );
-    return spec.create(sessions);
+    return spec.create(await Promise.all(spec.models.map((model) => this.session(model))));
+  }
+
+  private async session(model: string): Promise<ort.InferenceSession> {
+    return ort.InferenceSession.create(await modelBytes(model, { dir: this.options.modelDir }), {
+      intraOpNumThreads: this.threads,
+      interOpNumThreads: 1,
+      executionMode: "sequential",
+      graphOptimizationLevel: "all",
+      // Some third-party exports list weights as graph inputs; ORT warns once per weight.
+      logSeverityLevel: 3,
+    });
   }
 
   async close(): Promise<void> {
-    const all = [...this.detectors.values()];
+    const all: Promise<{ dispose(): Promise<void> }>[] = [...this.detectors.values()];
+    if (this.classifier) all.push(this.classifier);
     this.detectors.clear();
+    this.classifier = undefined;
     await Promise.all(all.map(async (d) => (await d.catch(() => null))?.dispose()));
   }
 }

@@ -27,6 +27,18 @@ export interface Face {
   landmarks?: Record<string, Point>;
   /** Class name where the detector itself has several (UltraFace masked: face / masked_face). */
   label?: string;
+  /** Mask classification, when asked for. */
+  mask?: MaskResult;
+}
+
+export type MaskLabel = "mask" | "no_mask" | "incorrect";
+
+export interface MaskResult {
+  /** The decision (see the classifier's threshold). */
+  label: MaskLabel;
+  /** Probability of that label. */
+  score: number;
+  scores: Record<MaskLabel, number>;
 }
 
 export interface DetectOptions {

@@ -1,0 +1,44 @@
+import type { Command } from "commander";
+import { ConfigError, describeConfig, loadConfig } from "../server/config.ts";
+import { startServer } from "../server/main.ts";
+
+export function registerServeCommands(program: Command): void {
+  program
+    .command("serve")
+    .description("serve the API on PORT (default 8080); configured by environment and .env")
+    .action(async () => {
+      const config = loadOrExit();
+      const server = await startServer(config);
+      const stop = (signal: string) => {
+        server.app.log.info({ signal }, "shutting down: finishing requests in flight");
+        server.close().then(
+          () => process.exit(0),
+          (err) => {
+            server.app.log.error({ err }, "shutdown failed");
+            process.exit(1);
+          },
+        );
+      };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+    });
+
+  program
+    .command("config")
+    .description("print the effective configuration, secrets hidden")
+    .action(() => {
+      process.stdout.write(`${JSON.stringify(describeConfig(loadOrExit()), null, 2)}\n`);
+    });
+}
+
+function loadOrExit() {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`maskwatch: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,96 @@
+import { randomUUID } from "node:crypto";
+import cors from "@fastify/cors";
+import helmet from "@fastify/helmet";
+import multipart from "@fastify/multipart";
+import rateLimit from "@fastify/rate-limit";
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
+import Fastify, { type FastifyInstance } from "fastify";
+import { registerAuth } from "./auth.ts";
+import type { ServerContext } from "./context.ts";
+import { registerErrorHandler } from "./errors.ts";
+import { RotatingFile, tee } from "./log-file.ts";
+import { compatRoutes } from "./routes/compat.ts";
+import { detectRoutes } from "./routes/detect.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { keyRoutes } from "./routes/keys.ts";
+
+/** The HTTP application: plugins, hooks and routes; listening is left to the caller. */
+export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
+  const { config } = ctx;
+  const stream = config.logFile ? tee(process.stdout, new RotatingFile(config.logFile)) : undefined;
+  const app = Fastify({
+    logger: { level: config.logLevel, ...(stream ? { stream } : {}) },
+    genReqId: (req) => (req.headers["x-request-id"] as string | undefined)?.slice(0, 100) || randomUUID(),
+    requestIdHeader: false,
+    // JSON bodies carry base64 images (a third larger than the bytes).
+    bodyLimit: Math.ceil(config.maxUploadBytes * 1.4) + 4096,
+    ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } },
+  });
+  app.addHook("onSend", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+  });
+  registerErrorHandler(app);
+
+  await app.register(helmet, {
+    // Swagger UI at /docs needs inline styles and scripts of its own.
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        imgSrc: ["'self'", "data:"],
+        styleSrc: ["'self'", "'unsafe-inline'"],
+        scriptSrc: ["'self'", "'unsafe-inline'"],
+      },
+    },
+  });
+  await app.register(cors, {
+    origin: config.corsOrigins.includes("*") ? true : config.corsOrigins,
+    credentials: false,
+  });
+  await app.register(multipart, {
+    limits: { fileSize: config.maxUploadBytes, files: 16, fields: 20, parts: 40 },
+    throwFileSizeLimit: true,
+  });
+  app.addContentTypeParser(
+    /^image\//,
+    { parseAs: "buffer", bodyLimit: config.maxUploadBytes },
+    (_req, body, done) => done(null, body),
+  );
+
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: "Maskwatch API",
+        version: "0.1.0",
+        description: "Face and face-mask detection. Send your key in X-API-Key.",
+      },
+      components: { securitySchemes: { apiKey: { type: "apiKey", name: "X-API-Key", in: "header" } } },
+      security: [{ apiKey: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: "/docs" });
+  app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
+
+  registerAuth(app, ctx);
+  await app.register(rateLimit, {
+    hook: "preHandler",
+    global: true,
+    timeWindow: 60_000,
+    keyGenerator: (request) => (request.apiKey ? `key:${request.apiKey.id}` : `ip:${request.ip}`),
+    max: (request) => (request.apiKey ? config.rateLimitPerKey : config.rateLimitPerIp),
+    allowList: (request) => ["/health", "/ready", "/metrics"].includes(request.url.split("?")[0]),
+    errorResponseBuilder: (_request, context) => ({
+      statusCode: 429,
+      status: "error",
+      code: "rate_limited",
+      message: `rate limit of ${context.max} requests per minute reached; retry in ${context.after}`,
+    }),
+  });
+
+  ctx.metrics.register(app, () => ctx.pool.stats());
+  await app.register(async (scope) => healthRoutes(scope, ctx));
+  await app.register(async (scope) => compatRoutes(scope, ctx));
+  await app.register(async (scope) => detectRoutes(scope, ctx));
+  await app.register(async (scope) => keyRoutes(scope, ctx));
+  return app;
+}

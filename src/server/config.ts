@@ -1,0 +1,134 @@
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { config as loadDotenv } from "dotenv";
+
+/** Everything the server reads from its environment, validated once at start. */
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  redisUrl: string | undefined;
+  /** Bootstrap key from MASKWATCH_API_KEY (or the old service's APP_TOKEN). */
+  apiKey: string | undefined;
+  /** false only when MASKWATCH_AUTH=off. */
+  auth: boolean;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  logFile: string | undefined;
+  corsOrigins: string[];
+  /** Requests per minute per API key, and per client IP. */
+  rateLimitPerKey: number;
+  rateLimitPerIp: number;
+  maxUploadBytes: number;
+  maxPixels: number;
+  workers: number;
+  threadsPerWorker: number;
+  maxQueue: number;
+  detector: string;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/**
+ * Reads the configuration from `env` (by default process.env after loading `.env` from the
+ * working directory, which never overrides variables already set). Every bad variable is named.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
+  const problems: string[] = [];
+  const int = (name: string, dflt: number, min: number, max: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === "") return dflt;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      problems.push(`${name}=${raw}: must be a whole number from ${min} to ${max}`);
+      return dflt;
+    }
+    return n;
+  };
+  const url = (name: string, schemes: string[]): string | undefined => {
+    const raw = env[name];
+    if (!raw) return undefined;
+    try {
+      const u = new URL(raw);
+      if (!schemes.includes(u.protocol.replace(/:$/, ""))) throw new Error();
+      return raw;
+    } catch {
+      problems.push(`${name}: must be a ${schemes.map((s) => `${s}://`).join(" or ")} URL`);
+      return undefined;
+    }
+  };
+
+  const logLevel = (env.LOG_LEVEL ?? "info").toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    problems.push(`LOG_LEVEL=${env.LOG_LEVEL}: must be one of ${LOG_LEVELS.join(", ")}`);
+  }
+  const authRaw = (env.MASKWATCH_AUTH ?? "on").toLowerCase();
+  if (!["on", "off"].includes(authRaw))
+    problems.push(`MASKWATCH_AUTH=${env.MASKWATCH_AUTH}: must be on or off`);
+  const apiKey = env.MASKWATCH_API_KEY || env.APP_TOKEN || undefined;
+  if (apiKey !== undefined && apiKey.length < 16) {
+    problems.push(
+      `${env.MASKWATCH_API_KEY ? "MASKWATCH_API_KEY" : "APP_TOKEN"}: must be at least 16 characters`,
+    );
+  }
+  const corsOrigins = (env.MASKWATCH_CORS_ORIGINS ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const origin of corsOrigins) {
+    if (origin !== "*" && !/^https?:\/\/[^/]+$/.test(origin)) {
+      problems.push(`MASKWATCH_CORS_ORIGINS: "${origin}" is not an origin like https://example.com`);
+    }
+  }
+
+  const config: Config = {
+    port: int("PORT", 8080, 0, 65535),
+    host: env.HOST || "0.0.0.0",
+    dataDir: resolve(env.MASKWATCH_DATA_DIR || "data"),
+    databaseUrl: url("DATABASE_URL", ["postgres", "postgresql"]),
+    redisUrl: url("REDIS_URL", ["redis", "rediss"]),
+    apiKey,
+    auth: authRaw !== "off",
+    logLevel: logLevel as Config["logLevel"],
+    logFile: env.MASKWATCH_LOG_FILE || undefined,
+    corsOrigins,
+    rateLimitPerKey: int("MASKWATCH_RATE_LIMIT", 600, 1, 1_000_000),
+    rateLimitPerIp: int("MASKWATCH_RATE_LIMIT_IP", 1200, 1, 1_000_000),
+    maxUploadBytes: int("MASKWATCH_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, 1024, 512 * 1024 * 1024),
+    maxPixels: int("MASKWATCH_MAX_PIXELS", 40_000_000, 1, 1_000_000_000),
+    workers: int("MASKWATCH_WORKERS", 0, 0, 64),
+    threadsPerWorker: int("MASKWATCH_THREADS", 1, 1, 64),
+    maxQueue: int("MASKWATCH_QUEUE", 64, 1, 100_000),
+    detector: env.MASKWATCH_DETECTOR || "mtcnn",
+  };
+  if (problems.length) throw new ConfigError(problems);
+  return config;
+}
+
+function readEnv(): NodeJS.ProcessEnv {
+  if (existsSync(".env")) loadDotenv({ path: ".env", quiet: true });
+  return process.env;
+}
+
+/** The effective configuration with secrets hidden, for `maskwatch config` and the start log. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  return {
+    ...config,
+    apiKey: config.apiKey ? `${config.apiKey.slice(0, 3)}… (set)` : undefined,
+    databaseUrl: config.databaseUrl ? hidePassword(config.databaseUrl) : undefined,
+    redisUrl: config.redisUrl ? hidePassword(config.redisUrl) : undefined,
+  };
+}
+
+function hidePassword(raw: string): string {
+  const u = new URL(raw);
+  if (u.password) u.password = "***";
+  return u.toString();
+}

@@ -1,0 +1,77 @@
+import type { FastifyError, FastifyInstance } from "fastify";
+
+/** An error with the HTTP status and the stable code clients see. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = "HttpError";
+  }
+}
+
+/** Status for the typed errors the engine and the pool raise, by their `code`. */
+const STATUS_BY_CODE: Record<string, number> = {
+  empty_image: 400,
+  corrupt_image: 400,
+  unsupported_image: 415,
+  image_too_large: 413,
+  too_many_pixels: 413,
+  unknown_detector: 400,
+  queue_full: 503,
+  not_pulled: 503,
+  checksum_mismatch: 503,
+  unknown_model: 503,
+};
+
+/** Fastify's own error codes, said in words a client can act on. */
+const FASTIFY: Record<string, { status: number; code: string }> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: "body_too_large" },
+  FST_REQ_FILE_TOO_LARGE: { status: 413, code: "image_too_large" },
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { status: 415, code: "unsupported_media_type" },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: "empty_body" },
+  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: "invalid_json" },
+  FST_INVALID_MULTIPART_CONTENT_TYPE: { status: 415, code: "unsupported_media_type" },
+  FST_FILES_LIMIT: { status: 400, code: "too_many_files" },
+  FST_PARTS_LIMIT: { status: 400, code: "too_many_parts" },
+};
+
+export function toHttpError(err: unknown): HttpError {
+  if (err instanceof HttpError) return err;
+  const e = err as Partial<FastifyError> & { code?: string; retryAfterSeconds?: number };
+  if (e.validation) return new HttpError(400, "invalid_parameters", e.message ?? "invalid parameters");
+  if (e.code && STATUS_BY_CODE[e.code]) {
+    const headers: Record<string, string> = {};
+    if (e.code === "queue_full")
+      headers["retry-after"] = String(Math.max(1, Math.ceil(e.retryAfterSeconds ?? 1)));
+    return new HttpError(STATUS_BY_CODE[e.code], e.code, e.message ?? e.code, headers);
+  }
+  if (e.code && FASTIFY[e.code])
+    return new HttpError(FASTIFY[e.code].status, FASTIFY[e.code].code, e.message ?? "");
+  if (typeof e.statusCode === "number" && e.statusCode >= 400 && e.statusCode < 500) {
+    return new HttpError(e.statusCode, e.code?.toLowerCase() ?? "bad_request", e.message ?? "bad request");
+  }
+  if (err instanceof RangeError) return new HttpError(400, "invalid_parameters", err.message);
+  return new HttpError(500, "internal_error", "internal error; see the server log for the request id");
+}
+
+/** Every error leaves as {"status":"error","code","message"}; 5xx are logged in full. */
+export function registerErrorHandler(app: FastifyInstance): void {
+  app.setErrorHandler((err, request, reply) => {
+    const http = toHttpError(err);
+    if (http.status >= 500 && http.code === "internal_error") request.log.error({ err }, "request failed");
+    else request.log.info({ code: http.code, status: http.status }, http.message);
+    reply
+      .status(http.status)
+      .headers(http.headers)
+      .send({ status: "error", code: http.code, message: http.message });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply
+      .status(404)
+      .send({ status: "error", code: "not_found", message: `no route ${request.method} ${request.url}` });
+  });
+}

@@ -1,0 +1,60 @@
+import type { FastifyInstance } from "fastify";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { Face } from "../vision/types.ts";
+
+/** The Prometheus registry of one server instance. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly http = new Histogram({
+    name: "http_request_duration_seconds",
+    help: "HTTP request latency",
+    labelNames: ["method", "route", "status"],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly inference = new Histogram({
+    name: "maskwatch_inference_seconds",
+    help: "Detection (and classification) time per image, by detector",
+    labelNames: ["detector"],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly faces = new Counter({
+    name: "maskwatch_faces_total",
+    help: "Faces found, by mask label (unclassified when no classification was asked)",
+    labelNames: ["label"],
+    registers: [this.registry],
+  });
+  readonly queue = new Gauge({
+    name: "maskwatch_inference_queue",
+    help: "Inference jobs waiting and running",
+    labelNames: ["state"],
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  countFaces(faces: readonly Face[]): void {
+    for (const f of faces) this.faces.inc({ label: f.mask?.label ?? "unclassified" });
+  }
+
+  /** Times every request by its route pattern (not the raw URL: bounded label values). */
+  register(app: FastifyInstance, poolStats: () => { busy: number; queued: number }): void {
+    app.addHook("onResponse", async (request, reply) => {
+      const route = request.routeOptions.url ?? "unmatched";
+      this.http.observe(
+        { method: request.method, route, status: reply.statusCode },
+        reply.elapsedTime / 1000,
+      );
+    });
+    app.get("/metrics", { schema: { hide: true } }, async (_request, reply) => {
+      const s = poolStats();
+      this.queue.set({ state: "running" }, s.busy);
+      this.queue.set({ state: "waiting" }, s.queued);
+      reply.header("content-type", this.registry.contentType);
+      return this.registry.metrics();
+    });
+  }
+}

@@ -1,0 +1,268 @@
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { MODELS } from "../../models/registry.ts";
+import { drawFacesOnEncoded } from "../../vision/draw.ts";
+import { type AnalyzeOptions, DETECTORS } from "../../vision/engine.ts";
+import { requireScope } from "../auth.ts";
+import type { ServerContext } from "../context.ts";
+import { HttpError, toHttpError } from "../errors.ts";
+import { fromBase64, readImage, readMultipart, type UploadedImage } from "../image-input.ts";
+
+/** Options, as query parameters (any input form) or top-level JSON fields (JSON bodies). */
+interface DetectParams {
+  detector?: string;
+  min_face_size?: number;
+  threshold?: number;
+  threshold_pnet?: number;
+  threshold_rnet?: number;
+  threshold_onet?: number;
+  mask?: boolean;
+  mask_threshold?: number;
+  max_faces?: number;
+  annotate?: boolean;
+}
+
+const paramProperties = {
+  detector: { type: "string", enum: Object.keys(DETECTORS), description: "which detector runs" },
+  min_face_size: { type: "integer", minimum: 1, maximum: 10000 },
+  threshold: { type: "number", minimum: 0, maximum: 1, description: "keep faces scoring at least this" },
+  threshold_pnet: { type: "number", minimum: 0, maximum: 1 },
+  threshold_rnet: { type: "number", minimum: 0, maximum: 1 },
+  threshold_onet: { type: "number", minimum: 0, maximum: 1 },
+  mask: { type: "boolean", description: "classify masks: mask / no_mask / incorrect" },
+  mask_threshold: { type: "number", minimum: 0, maximum: 1 },
+  max_faces: { type: "integer", minimum: 1, maximum: 10000 },
+  annotate: { type: "boolean", description: "also return the image with the faces drawn (JPEG, base64)" },
+} as const;
+
+const querystring = { type: "object", properties: paramProperties, additionalProperties: false } as const;
+
+const pointSchema = { type: "array", items: { type: "number" }, minItems: 2, maxItems: 2 } as const;
+const faceSchema = {
+  type: "object",
+  properties: {
+    box: { type: "array", items: { type: "number" }, minItems: 4, maxItems: 4 },
+    score: { type: "number" },
+    landmarks: { type: "object", additionalProperties: pointSchema },
+    label: { type: "string" },
+    mask: {
+      type: "object",
+      properties: {
+        label: { type: "string", enum: ["mask", "no_mask", "incorrect"] },
+        score: { type: "number" },
+        scores: {
+          type: "object",
+          properties: {
+            mask: { type: "number" },
+            no_mask: { type: "number" },
+            incorrect: { type: "number" },
+          },
+        },
+      },
+    },
+  },
+} as const;
+const resultSchema = {
+  type: "object",
+  properties: {
+    width: { type: "integer" },
+    height: { type: "integer" },
+    detector: { type: "string" },
+    models: {
+      type: "array",
+      items: { type: "object", properties: { id: { type: "string" }, version: { type: "string" } } },
+    },
+    faces: { type: "array", items: faceSchema },
+    timings_ms: { type: "object", additionalProperties: { type: "number" } },
+    annotated_jpeg: { type: "string", description: "base64 JPEG, when annotate=true" },
+  },
+} as const;
+const errorSchema = {
+  type: "object",
+  properties: { status: { type: "string" }, code: { type: "string" }, message: { type: "string" } },
+} as const;
+
+const MAX_BATCH = 16;
+
+export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
+  const analyze = async (image: UploadedImage, p: DetectParams) => {
+    const options = analyzeOptions(p, ctx.config.detector);
+    // The pool takes the buffer over (transfer); keep a copy when it is needed again for drawing.
+    const result = await ctx.pool.analyze(
+      { bytes: p.annotate ? new Uint8Array(image.bytes) : image.bytes },
+      options,
+    );
+    ctx.metrics.inference.observe(
+      { detector: result.detector },
+      (result.timings.preprocess +
+        result.timings.inference +
+        result.timings.postprocess +
+        (result.timings.classify ?? 0)) /
+        1000,
+    );
+    ctx.metrics.countFaces(result.faces);
+    const body: Record<string, unknown> = {
+      width: result.width,
+      height: result.height,
+      detector: result.detector,
+      models: result.models.map((id) => ({ id, version: MODELS.find((m) => m.id === id)?.version ?? "" })),
+      faces: result.faces,
+      timings_ms: Object.fromEntries(
+        Object.entries(result.timings).map(([k, v]) => [k, Math.round(v * 100) / 100]),
+      ),
+    };
+    if (p.annotate)
+      body.annotated_jpeg = (await drawFacesOnEncoded(image.bytes, result.faces)).toString("base64");
+    return body;
+  };
+
+  app.post<{ Querystring: DetectParams }>(
+    "/api/v1/detect",
+    {
+      schema: {
+        summary: "Detect faces (and masks) in one image",
+        description:
+          'The image as multipart/form-data (field `file`), as the raw body with an image/* content type, or as JSON `{"image": "<base64>", …options}`.',
+        tags: ["detect"],
+        querystring,
+        response: { 200: resultSchema, "4xx": errorSchema, "5xx": errorSchema },
+      },
+    },
+    async (request) => {
+      requireScope(request, "detect", ctx.config.auth);
+      const image = await readImage(request);
+      return analyze(image, { ...jsonParams(request), ...request.query });
+    },
+  );
+
+  app.post<{ Querystring: DetectParams }>(
+    "/api/v1/detect/batch",
+    {
+      schema: {
+        summary: `Detect faces in up to ${MAX_BATCH} images: a result or an error per image`,
+        description:
+          'Multipart with any number of file parts (any field name), or JSON `{"images": ["<base64>", …], …options}`.',
+        tags: ["detect"],
+        querystring,
+        response: {
+          200: {
+            type: "object",
+            properties: {
+              results: {
+                type: "array",
+                items: {
+                  type: "object",
+                  properties: {
+                    index: { type: "integer" },
+                    name: { type: "string" },
+                    result: resultSchema,
+                    error: errorSchema,
+                  },
+                },
+              },
+            },
+          },
+          "4xx": errorSchema,
+        },
+      },
+    },
+    async (request) => {
+      requireScope(request, "detect", ctx.config.auth);
+      const params = { ...jsonParams(request), ...request.query };
+      const images = await readBatch(request);
+      const results = await Promise.all(
+        images.map(async (image, index) => {
+          try {
+            return { index, name: image.name, result: await analyze(image, params) };
+          } catch (err) {
+            const http = toHttpError(err);
+            return {
+              index,
+              name: image.name,
+              error: { status: "error", code: http.code, message: http.message },
+            };
+          }
+        }),
+      );
+      return { results };
+    },
+  );
+
+  app.get(
+    "/api/v1/models",
+    { schema: { summary: "Detectors and model files", tags: ["models"] } },
+    async () => ({
+      default_detector: ctx.config.detector,
+      detectors: Object.entries(DETECTORS).map(([id, spec]) => ({
+        id,
+        description: spec.description,
+        models: spec.models,
+      })),
+      models: MODELS.map((m) => ({
+        id: m.id,
+        version: m.version,
+        description: m.description,
+        licence: m.licence,
+        sha256: m.sha256,
+      })),
+    }),
+  );
+}
+
+function jsonParams(request: FastifyRequest): DetectParams {
+  const type = request.headers["content-type"] ?? "";
+  if (!type.startsWith("application/json") || typeof request.body !== "object" || !request.body) return {};
+  const { image: _image, images: _images, ...rest } = request.body as Record<string, unknown>;
+  for (const [key, value] of Object.entries(rest)) {
+    const spec = (paramProperties as Record<string, { type: string }>)[key];
+    if (!spec) throw new HttpError(400, "invalid_parameters", `unknown option "${key}"`);
+    const ok =
+      spec.type === "boolean"
+        ? typeof value === "boolean"
+        : spec.type === "string"
+          ? typeof value === "string"
+          : typeof value === "number";
+    if (!ok) throw new HttpError(400, "invalid_parameters", `option "${key}" must be a ${spec.type}`);
+  }
+  return rest as DetectParams;
+}
+
+async function readBatch(request: FastifyRequest): Promise<UploadedImage[]> {
+  const type = request.headers["content-type"] ?? "";
+  let images: UploadedImage[];
+  if (type.startsWith("multipart/form-data")) images = await readMultipart(request, "*", MAX_BATCH);
+  else if (type.startsWith("application/json")) {
+    const list = (request.body as { images?: unknown } | null)?.images;
+    if (!Array.isArray(list))
+      throw new HttpError(400, "missing_images", 'JSON batches carry base64 images in "images"');
+    if (list.length > MAX_BATCH)
+      throw new HttpError(400, "too_many_files", `at most ${MAX_BATCH} images per batch`);
+    images = list.map((v, i) => ({ bytes: fromBase64(v, `images[${i}]`), name: `images[${i}]` }));
+  } else throw new HttpError(415, "unsupported_media_type", "send multipart/form-data or application/json");
+  if (images.length === 0) throw new HttpError(400, "missing_images", "the batch has no images");
+  return images;
+}
+
+export function analyzeOptions(p: DetectParams, defaultDetector: string): AnalyzeOptions {
+  const detector = p.detector ?? defaultDetector;
+  if (!DETECTORS[detector]) throw new HttpError(400, "unknown_detector", `unknown detector "${detector}"`);
+  const stages = [p.threshold_pnet, p.threshold_rnet, p.threshold_onet];
+  if (detector !== "mtcnn" && stages.some((v) => v !== undefined)) {
+    throw new HttpError(
+      400,
+      "invalid_parameters",
+      "threshold_pnet/rnet/onet apply to the mtcnn detector only",
+    );
+  }
+  if (p.mask_threshold !== undefined && !p.mask)
+    throw new HttpError(400, "invalid_parameters", "mask_threshold needs mask=true");
+  return {
+    detector,
+    minFaceSize: p.min_face_size,
+    threshold: p.threshold,
+    maxFaces: p.max_faces,
+    stageThresholds: stages.some((v) => v !== undefined)
+      ? [p.threshold_pnet ?? 0.6, p.threshold_rnet ?? 0.7, p.threshold_onet ?? 0.7]
+      : undefined,
+    mask: p.mask ? { threshold: p.mask_threshold } : false,
+  };
+}

@@ -1,0 +1,25 @@
+import type { FastifyInstance } from "fastify";
+import type { ServerContext } from "../context.ts";
+
+/** Liveness (the process answers) and readiness (models loaded, database reachable). */
+export async function healthRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
+  app.get("/health", { schema: { summary: "Alive", tags: ["health"] } }, async () => ({ status: "ok" }));
+
+  app.get(
+    "/ready",
+    { schema: { summary: "Models loaded and database reachable", tags: ["health"] } },
+    async (_req, reply) => {
+      const checks: Record<string, string> = {};
+      checks.models = ctx.pool.ready ? "ok" : "loading";
+      try {
+        await ctx.db.query("SELECT 1 AS one", []);
+        checks.database = "ok";
+      } catch (err) {
+        checks.database = `unreachable: ${(err as Error).message}`;
+      }
+      const ready = Object.values(checks).every((v) => v === "ok");
+      reply.status(ready ? 200 : 503);
+      return { status: ready ? "ok" : "error", code: ready ? undefined : "not_ready", checks };
+    },
+  );
+}

@@ -1,0 +1,105 @@
+/**
+ * Worker-thread entry of InferencePool (pool.ts): one Engine per worker. Decodes and analyses
+ * the images the pool sends, one at a time, and answers with the result or a serialised error.
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { isModelError } from "../models/errors.ts";
+import { type AnalyzeOptions, Engine, UnknownDetectorError } from "./engine.ts";
+import { DEFAULT_LIMITS, type DecodeLimits, decodeImage, ImageError, rawImage } from "./image.ts";
+import type { Face, RgbImage } from "./types.ts";
+
+export interface WorkerInit {
+  threads: number;
+  modelDir?: string;
+  limits?: DecodeLimits;
+  preload: string[];
+  preloadMask: boolean;
+}
+
+export type WorkerInput = { bytes: Uint8Array } | { raw: RgbImage };
+
+export interface SerializedError {
+  name: string;
+  code?: string;
+  message: string;
+  modelId?: string;
+  stack?: string;
+}
+
+export type ToWorker =
+  | { type: "job"; id: number; input: WorkerInput; options: AnalyzeOptions }
+  /** Test hook: the worker exits at once with this code, as a crash would. */
+  | { type: "exit"; code: number };
+
+export interface WorkerResult {
+  width: number;
+  height: number;
+  detector: string;
+  models: string[];
+  faces: Face[];
+  timings: { decode: number; preprocess: number; inference: number; postprocess: number; classify?: number };
+}
+
+export type FromWorker =
+  | { type: "ready" }
+  | { type: "init_error"; error: SerializedError }
+  | { type: "result"; id: number; result: WorkerResult }
+  | { type: "error"; id: number; error: SerializedError };
+
+export function serializeError(err: unknown): SerializedError {
+  if (!(err instanceof Error)) return { name: "Error", message: String(err) };
+  const out: SerializedError = { name: err.name, message: err.message, stack: err.stack };
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === "string") out.code = code;
+  if (isModelError(err) && err.modelId !== undefined) out.modelId = err.modelId;
+  if (err instanceof ImageError) out.name = "ImageError";
+  if (err instanceof UnknownDetectorError) out.name = "UnknownDetectorError";
+  return out;
+}
+
+async function main(): Promise<void> {
+  const port = parentPort;
+  if (!port) throw new Error("pool-worker.ts must run in a worker thread");
+  const init = workerData as WorkerInit;
+  const limits = init.limits ?? DEFAULT_LIMITS;
+  const engine = new Engine({ threads: init.threads, modelDir: init.modelDir });
+  const post = (msg: FromWorker): void => port.postMessage(msg);
+
+  port.on("message", async (msg: ToWorker) => {
+    if (msg.type === "exit") process.exit(msg.code);
+    if (msg.type !== "job") return;
+    try {
+      const t0 = performance.now();
+      const image =
+        "bytes" in msg.input
+          ? (await decodeImage(msg.input.bytes, limits)).image
+          : rawImage(msg.input.raw.data, msg.input.raw.width, msg.input.raw.height, 3);
+      const decode = performance.now() - t0;
+      const analysis = await engine.analyze(image, msg.options ?? {});
+      post({
+        type: "result",
+        id: msg.id,
+        result: {
+          width: image.width,
+          height: image.height,
+          detector: analysis.detector,
+          models: analysis.models,
+          faces: analysis.faces,
+          timings: { decode, ...analysis.timings },
+        },
+      });
+    } catch (err) {
+      post({ type: "error", id: msg.id, error: serializeError(err) });
+    }
+  });
+
+  try {
+    await Promise.all(init.preload.map((id) => engine.detector(id)));
+    if (init.preloadMask) await engine.maskClassifier();
+    post({ type: "ready" });
+  } catch (err) {
+    post({ type: "init_error", error: serializeError(err) });
+  }
+}
+
+await main();
