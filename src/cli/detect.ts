@@ -73,7 +73,9 @@ async function runDetect(paths: string[], flags: DetectFlags): Promise<number> {
     return 2;
   }
   const engine = new Engine();
-  const detector = await engine.detector(flags.detector);
+  // Load the models before the first image, so a missing model is one clear error.
+  await engine.detector(flags.detector);
+  if (flags.mask) await engine.maskClassifier();
   if (flags.draw) await mkdir(flags.draw, { recursive: true });
 
   const bar =

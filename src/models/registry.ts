@@ -67,6 +67,17 @@ const ULTRAFACE =
 
 export const MODELS: readonly ModelEntry[] = [
   {
+    id: "mask-classifier",
+    version: "1",
+    description:
+      "Mask classifier (mask / no_mask / incorrect), 64×64 face crops; trained by this project (training/)",
+    licence: "CC-BY-NC-SA-4.0",
+    source: { kind: "project", path: "models/mask-classifier.onnx" },
+    file: "mask-classifier.onnx",
+    sha256: "72a31d6c1a7eda134cd82d4339d7b14551af8b6f0e2614b3b1f67444aed585e9",
+    bundled: true,
+  },
+  {
     id: "mtcnn-pnet",
     version: "1.0.24",
     description: "MTCNN P-Net (proposal, 12x12 stride 2), converted from TFLite; dynamic input size",
