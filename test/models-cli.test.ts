@@ -62,7 +62,7 @@ test("models list: table and --json", async () => {
   );
   const json = await run("list", "--json");
   const rows = JSON.parse(json.out) as Array<{ id: string; pulled: boolean }>;
-  assert.equal(rows.length, 12);
+  assert.equal(rows.length, 13);
   assert.ok(rows.every((r) => r.pulled === false));
 });
 
@@ -106,7 +106,7 @@ test("models pull: usage errors", async () => {
   assert.match(none.err, /nothing to pull/);
   const unknown = await run("pull", "yunet-n", "no-such-model");
   assert.equal(unknown.code, 1);
-  assert.match(unknown.err, /^maskwatch: unknown model "no-such-model"; known models: mtcnn-pnet, /);
+  assert.match(unknown.err, /^maskwatch: unknown model "no-such-model"; known models: mask-classifier, mtcnn-pnet, /);
   assert.doesNotMatch(unknown.err, /\n\s+at /);
   const v = await run("verify", "nope");
   assert.equal(v.code, 1);

@@ -267,7 +267,7 @@ describe("model store over HTTP", { skip: SKIP }, () => {
     assert.equal(row.size, 2835212);
     assert.equal(row.licence, "MIT");
     assert.equal(rows.find((r) => r.id === "yunet-2023mar")!.pulled, false);
-    assert.equal(rows.length, 12);
+    assert.equal(rows.length, 13);
   });
 });
 
