@@ -106,7 +106,10 @@ test("models pull: usage errors", async () => {
   assert.match(none.err, /nothing to pull/);
   const unknown = await run("pull", "yunet-n", "no-such-model");
   assert.equal(unknown.code, 1);
-  assert.match(unknown.err, /^maskwatch: unknown model "no-such-model"; known models: mask-classifier, mtcnn-pnet, /);
+  assert.match(
+    unknown.err,
+    /^maskwatch: unknown model "no-such-model"; known models: mask-classifier, mtcnn-pnet, /,
+  );
   assert.doesNotMatch(unknown.err, /\n\s+at /);
   const v = await run("verify", "nope");
   assert.equal(v.code, 1);
