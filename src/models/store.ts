@@ -55,11 +55,6 @@ export function getModel(id: string): ModelEntry {
   return entry;
 }
 
-/** Where `id` lives in the cache (not checked). */
-export function cachedFilePath(id: string, opts: StoreOptions = {}): string {
-  return filePath(getModel(id), opts);
-}
-
 /** Where a model's file lives: the cache, or the repository for the project's own models. */
 function filePath(entry: ModelEntry, opts: StoreOptions): string {
   return entry.source.kind === "project"

@@ -22,6 +22,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   too_many_pixels: 413,
   unknown_detector: 400,
   queue_full: 503,
+  pool_closed: 503,
   not_pulled: 503,
   checksum_mismatch: 503,
   unknown_model: 503,

@@ -36,8 +36,16 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry });
   }
 
-  countFaces(faces: readonly Face[]): void {
-    for (const f of faces) this.faces.inc({ label: f.mask?.label ?? "unclassified" });
+  /** One analysed image: its detection (+ classification) time and its faces by label. */
+  observeAnalysis(result: {
+    detector: string;
+    faces: readonly Face[];
+    timings: { preprocess: number; inference: number; postprocess: number; classify?: number };
+  }): void {
+    const t = result.timings;
+    const ms = t.preprocess + t.inference + t.postprocess + (t.classify ?? 0);
+    this.inference.observe({ detector: result.detector }, ms / 1000);
+    for (const f of result.faces) this.faces.inc({ label: f.mask?.label ?? "unclassified" });
   }
 
   /** Times every request by its route pattern (not the raw URL: bounded label values). */

@@ -75,24 +75,6 @@ export class QueueFullError extends InferenceError {
   }
 }
 
-const IMAGE_STATUS: Record<ImageErrorCode, number> = {
-  empty_image: 400,
-  image_too_large: 413,
-  too_many_pixels: 413,
-  unsupported_image: 415,
-  corrupt_image: 422,
-};
-
-/** HTTP status suggested for an error analyze() rejected with. */
-export function errorStatus(err: unknown): number {
-  if (err instanceof InferenceError) return err.status;
-  if (err instanceof ImageError) return IMAGE_STATUS[err.code] ?? 400;
-  if (err instanceof UnknownDetectorError) return 400;
-  if (err instanceof RangeError || err instanceof TypeError) return 400;
-  if (err instanceof ModelError) return err.code === "unknown_model" ? 400 : 503;
-  return 500;
-}
-
 /** Re-creates, on this side, the error a worker serialised: same class where we know it, same code and message. */
 export function deserializeError(e: SerializedError): Error {
   let err: Error;

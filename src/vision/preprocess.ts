@@ -243,12 +243,6 @@ export function resizeArea(img: RgbImage, outW: number, outH: number): RgbImage 
   return cropResize(img, [0, 0, img.width, img.height], outW, outH, "area");
 }
 
-/** Area when shrinking (no aliasing), bilinear when growing. */
-export function resizeAuto(img: RgbImage, outW: number, outH: number): RgbImage {
-  const shrink = outW <= img.width && outH <= img.height;
-  return shrink ? resizeArea(img, outW, outH) : resizeBilinear(img, outW, outH);
-}
-
 /**
  * Resize by libvips (box shrink, then a linear reduce; linear when growing) on its own
  * threads: several times faster than the JavaScript resamplers above on a 2-core machine.

@@ -82,8 +82,7 @@ export async function compatRoutes(app: FastifyInstance, ctx: ServerContext): Pr
           stageThresholds: [q.threshold_pnet, q.threshold_rnet, q.threshold_onet],
         },
       );
-      ctx.metrics.inference.observe({ detector: "mtcnn" }, result.timings.inference / 1000);
-      ctx.metrics.countFaces(result.faces);
+      ctx.metrics.observeAnalysis(result);
       const round = (p: [number, number]) => [Math.round(p[0]), Math.round(p[1])];
       return {
         boxes: result.faces.map((f) => f.box.map(Math.round)),

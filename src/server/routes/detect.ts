@@ -91,15 +91,7 @@ export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Pr
       { bytes: p.annotate ? new Uint8Array(image.bytes) : image.bytes },
       options,
     );
-    ctx.metrics.inference.observe(
-      { detector: result.detector },
-      (result.timings.preprocess +
-        result.timings.inference +
-        result.timings.postprocess +
-        (result.timings.classify ?? 0)) /
-        1000,
-    );
-    ctx.metrics.countFaces(result.faces);
+    ctx.metrics.observeAnalysis(result);
     const body: Record<string, unknown> = {
       width: result.width,
       height: result.height,
