@@ -8,8 +8,9 @@
  * (PostgreSQL folds unquoted names to lower case).
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { mkdirSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, mkdirSync } from "node:fs";
+import { mkdir, rename, rm } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import pg from "pg";
 import { migrate } from "./migrations.ts";
@@ -35,6 +36,14 @@ export interface Database {
    * handle it is given for the statements of the transaction. Nested calls use savepoints.
    */
   transaction<T>(fn: (tx: Database) => Promise<T>): Promise<T>;
+  /**
+   * Write a consistent copy of the database to `file` while it stays in use (SQLite only: an online backup,
+   * written to `file`.tmp and renamed into place, creating the parent folder). PostgreSQL rejects with
+   * BackupUnsupportedError (use pg_dump). Transaction handles reject on both engines: call it on the database
+   * (a SQLite backup waits for open write transactions to end, so one started inside a transaction would never
+   * finish).
+   */
+  backup(file: string): Promise<void>;
   /** Close the connection(s); the handle is unusable afterwards. Idempotent. */
   close(): Promise<void>;
 }
@@ -53,12 +62,31 @@ export interface OpenDatabaseOptions {
 }
 
 export const SQLITE_FILE = "maskwatch.db";
+/** How long a SQLite backup keeps retrying while another process holds the write lock. */
+const BACKUP_BUSY_MS = 5000;
+/** Pages a backup step copies (better-sqlite3's default); the connection serves other work between steps. */
+const BACKUP_PAGES_PER_STEP = 100;
 export const DEFAULT_DATA_DIR = "./data";
 
 /** Raised when the database cannot be opened (bad DATABASE_URL, unreachable server, unwritable data dir). */
 export class DatabaseOpenError extends Error {
   override name = "DatabaseOpenError";
 }
+
+/** Raised by backup() on PostgreSQL, whose backups are pg_dump's job. */
+export class BackupUnsupportedError extends Error {
+  override name = "BackupUnsupportedError";
+  constructor(file?: string) {
+    const dump = file ? (/\.sql$/i.test(file) ? file : `${file.replace(/\.db$/i, "")}.sql`) : "file.sql";
+    super(
+      `backup() copies SQLite databases only; back up PostgreSQL with: pg_dump "$DATABASE_URL" > ${dump}`,
+    );
+  }
+}
+
+/** Raised by backup() on a transaction handle. */
+const backupInTransaction = () =>
+  new Error("backup() is not available inside a transaction; call it on the database, outside transactions");
 
 /** Open the database chosen by `url` (PostgreSQL) or else the SQLite file under `dataDir`, and migrate it. */
 export async function openDatabase(opts: OpenDatabaseOptions = {}): Promise<Database> {
@@ -171,6 +199,8 @@ class SqliteDatabase implements Database {
   private readonly mutex = new Mutex();
   /** Set while a transaction's callback runs: statements from it (on any handle) bypass the mutex. */
   private readonly inTx = new AsyncLocalStorage<SqliteTx>();
+  /** Backups in progress; close() waits for them. */
+  private readonly backups = new Set<Promise<unknown>>();
   private closed = false;
 
   constructor(private readonly raw: BetterSqlite3.Database) {}
@@ -245,7 +275,72 @@ class SqliteDatabase implements Database {
     return this.inTx.run(tx, fn);
   }
 
+  /**
+   * better-sqlite3's online backup on this connection. The database keeps serving statements meanwhile: writes
+   * committed on this connection are carried into the copy, and a step that meets an open write transaction
+   * is retried, so the copy holds committed data only. The mutex is held until the first step has run (no
+   * transaction of ours is open then): better-sqlite3 treats a first step that meets a write transaction as
+   * "nothing to copy" and quietly deletes the new file. Another process holding the write lock has the same
+   * effect, so an attempt that leaves no file is retried for up to BACKUP_BUSY_MS.
+   */
+  async backup(file: string): Promise<void> {
+    if (this.closed) throw new Error("the database is closed");
+    if (this.inTx.getStore()) throw backupInTransaction();
+    const target = resolve(file);
+    if (target === resolve(this.raw.name)) {
+      throw new Error(`cannot back up the database onto itself (${target})`);
+    }
+    const tmp = `${target}.tmp`;
+    const work = (async () => {
+      await mkdir(dirname(target), { recursive: true });
+      const deadline = Date.now() + BACKUP_BUSY_MS;
+      try {
+        for (;;) {
+          await rm(tmp, { force: true });
+          await this.backupOnce(tmp);
+          if (existsSync(tmp)) break;
+          if (Date.now() > deadline) {
+            throw new Error(`backup to ${target} failed: the database stayed locked by another writer`);
+          }
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        await rename(tmp, target);
+      } catch (e) {
+        await rm(tmp, { force: true }).catch(() => {});
+        throw e;
+      }
+    })();
+    this.backups.add(work);
+    try {
+      await work;
+    } finally {
+      this.backups.delete(work);
+    }
+  }
+
+  private async backupOnce(tmp: string): Promise<void> {
+    let started!: () => void;
+    const firstStep = new Promise<void>((r) => {
+      started = r;
+    });
+    let finished!: Promise<unknown>;
+    await this.mutex.lock(async () => {
+      if (this.closed) throw new Error("the database is closed");
+      finished = this.raw.backup(tmp, {
+        progress: () => {
+          started();
+          return BACKUP_PAGES_PER_STEP;
+        },
+      });
+      finished.then(started, started);
+      await firstStep;
+    });
+    await finished;
+  }
+
   async close(): Promise<void> {
+    if (this.closed) return;
+    await Promise.allSettled([...this.backups]);
     if (this.closed) return;
     await this.mutex.lock(() => {
       this.closed = true;
@@ -293,6 +388,10 @@ class SqliteTx implements Database {
     } finally {
       inner.done = true;
     }
+  }
+
+  async backup(_file: string): Promise<void> {
+    throw backupInTransaction();
   }
 
   async close(): Promise<void> {
@@ -385,6 +484,10 @@ class PostgresDatabase implements Database {
     }
   }
 
+  async backup(file: string): Promise<void> {
+    throw new BackupUnsupportedError(file);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -430,6 +533,10 @@ class PostgresTx implements Database {
     } finally {
       inner.done = true;
     }
+  }
+
+  async backup(file: string): Promise<void> {
+    throw new BackupUnsupportedError(file);
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,9 @@
 /** The store: the only code that touches the database. */
 export * from "./api-keys.ts";
 export * from "./db.ts";
+export * from "./events.ts";
 export * from "./migrations.ts";
+export * from "./retention.ts";
+export * from "./settings.ts";
+export * from "./sources.ts";
+export * from "./users.ts";

@@ -1,16 +1,25 @@
 /**
  * Schema migrations: an ordered list, applied at open in one transaction, recorded in `schema_migrations`.
  * Never edit or reorder a migration that has shipped; append a new one. SQL must run on SQLite and PostgreSQL
- * (TEXT, INTEGER/BIGINT, timestamps as BIGINT epoch ms; one statement per string).
+ * (TEXT, INTEGER/BIGINT, timestamps as BIGINT epoch ms; one statement per string). Where the engines cannot share
+ * a statement (auto-increment keys), a statement is `{ sqlite, postgres }` and the one for the engine runs.
  */
-import type { Database } from "./db.ts";
+import type { Database, DatabaseKind } from "./db.ts";
+
+/** One SQL statement: the same text for both engines, or one text per engine. */
+export type MigrationStatement = string | Readonly<Record<DatabaseKind, string>>;
 
 export interface Migration {
   /** 1, 2, 3, … in order, no gaps. */
   id: number;
   name: string;
   /** Statements, run in order. */
-  up: readonly string[];
+  up: readonly MigrationStatement[];
+}
+
+/** The text of `statement` for the engine `kind`. */
+export function statementFor(statement: MigrationStatement, kind: DatabaseKind): string {
+  return typeof statement === "string" ? statement : statement[kind];
 }
 
 export const migrations: readonly Migration[] = [
@@ -29,6 +38,64 @@ export const migrations: readonly Migration[] = [
         revoked_at BIGINT NULL
       )`,
       "CREATE INDEX api_keys_prefix_idx ON api_keys (prefix)",
+    ],
+  },
+  {
+    id: 2,
+    name: "monitoring",
+    up: [
+      `CREATE TABLE sources (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        url TEXT NULL,
+        options TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      )`,
+      // No foreign key to sources: events outlive a deleted source.
+      {
+        sqlite: `CREATE TABLE events (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          at BIGINT NOT NULL,
+          source_id TEXT NOT NULL,
+          track_id INTEGER NOT NULL,
+          kind TEXT NOT NULL,
+          label TEXT NOT NULL,
+          confidence DOUBLE PRECISION NOT NULL,
+          box TEXT NOT NULL,
+          snapshot TEXT NULL
+        )`,
+        postgres: `CREATE TABLE events (
+          id BIGSERIAL PRIMARY KEY,
+          at BIGINT NOT NULL,
+          source_id TEXT NOT NULL,
+          track_id INTEGER NOT NULL,
+          kind TEXT NOT NULL,
+          label TEXT NOT NULL,
+          confidence DOUBLE PRECISION NOT NULL,
+          box TEXT NOT NULL,
+          snapshot TEXT NULL
+        )`,
+      },
+      "CREATE INDEX events_at_idx ON events (at)",
+      "CREATE INDEX events_source_at_idx ON events (source_id, at)",
+      "CREATE INDEX events_label_at_idx ON events (label, at)",
+      "CREATE INDEX events_kind_at_idx ON events (kind, at)",
+      `CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_login_at BIGINT NULL
+      )`,
+      `CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+      )`,
     ],
   },
 ];
@@ -70,9 +137,9 @@ export async function migrate(db: Database, list: readonly Migration[] = migrati
     const applied: number[] = [];
     for (const m of list) {
       if (done.has(m.id)) continue;
-      for (const sql of m.up) {
+      for (const statement of m.up) {
         try {
-          await tx.run(sql);
+          await tx.run(statementFor(statement, tx.kind));
         } catch (e) {
           throw new MigrationError(
             `migration ${m.id} (${m.name}) failed: ${e instanceof Error ? e.message : String(e)}`,

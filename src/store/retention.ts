@@ -1,0 +1,44 @@
+/**
+ * Retention: events older than N days go, with their snapshot files. Rows first (one
+ * transaction), files after, so a crash in between leaves only orphan files, never rows
+ * pointing at missing images.
+ */
+import { rm } from "node:fs/promises";
+import { isAbsolute, join, normalize } from "node:path";
+import type { Database } from "./db.ts";
+import { deleteEventsBefore } from "./events.ts";
+
+const DAY_MS = 86_400_000;
+
+export interface PruneResult {
+  /** Events deleted. */
+  deleted: number;
+  /** Snapshot files removed. */
+  files: number;
+  /** Everything before this (epoch ms) was deleted. */
+  before: number;
+}
+
+export async function pruneEvents(
+  db: Database,
+  dataDir: string,
+  days: number,
+  now = Date.now(),
+): Promise<PruneResult> {
+  if (!(days > 0)) throw new RangeError("retention days must be more than 0");
+  const before = now - days * DAY_MS;
+  const { deleted, snapshots } = await deleteEventsBefore(db, before);
+  let files = 0;
+  for (const rel of snapshots) {
+    // Snapshot paths are written by the monitor under dataDir; refuse anything else.
+    const path = normalize(rel);
+    if (isAbsolute(path) || path.startsWith("..")) continue;
+    try {
+      await rm(join(dataDir, path));
+      files++;
+    } catch {
+      // already gone
+    }
+  }
+  return { deleted, files, before };
+}
