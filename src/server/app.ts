@@ -5,6 +5,7 @@ import multipart from "@fastify/multipart";
 import rateLimit from "@fastify/rate-limit";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
+import websocket from "@fastify/websocket";
 import Fastify, { type FastifyInstance } from "fastify";
 import { registerAuth } from "./auth.ts";
 import type { ServerContext } from "./context.ts";
@@ -12,8 +13,11 @@ import { registerErrorHandler } from "./errors.ts";
 import { RotatingFile, tee } from "./log-file.ts";
 import { compatRoutes } from "./routes/compat.ts";
 import { detectRoutes } from "./routes/detect.ts";
+import { eventRoutes } from "./routes/events.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { keyRoutes } from "./routes/keys.ts";
+import { monitorCompatRoutes } from "./routes/monitor-compat.ts";
+import { sourceRoutes } from "./routes/sources.ts";
 
 /** The HTTP application: plugins, hooks and routes; listening is left to the caller. */
 export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
@@ -57,6 +61,8 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
     (_req, body, done) => done(null, body),
   );
 
+  await app.register(websocket, { options: { maxPayload: config.maxUploadBytes } });
+
   await app.register(swagger, {
     openapi: {
       info: {
@@ -92,5 +98,8 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
   await app.register(async (scope) => compatRoutes(scope, ctx));
   await app.register(async (scope) => detectRoutes(scope, ctx));
   await app.register(async (scope) => keyRoutes(scope, ctx));
+  await app.register(async (scope) => monitorCompatRoutes(scope, ctx));
+  await app.register(async (scope) => sourceRoutes(scope, ctx));
+  await app.register(async (scope) => eventRoutes(scope, ctx));
   return app;
 }

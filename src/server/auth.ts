@@ -17,7 +17,11 @@ export function registerAuth(app: FastifyInstance, ctx: ServerContext): void {
     const path = request.url.split("?")[0];
     if (!ctx.config.auth || OPEN.some((re) => re.test(path))) return;
     const header = request.headers["x-api-key"];
-    const key = Array.isArray(header) ? header[0] : header;
+    // <img>, EventSource and WebSocket cannot send headers: GETs may pass ?api_key= instead.
+    const query =
+      request.method === "GET" ? (request.query as { api_key?: unknown } | undefined)?.api_key : undefined;
+    const key =
+      (Array.isArray(header) ? header[0] : header) ?? (typeof query === "string" ? query : undefined);
     if (!key) throw new HttpError(401, "missing_api_key", "send your API key in the X-API-Key header");
     if (bootstrap && key.length === bootstrap.length && timingSafeEqual(Buffer.from(key), bootstrap)) {
       request.apiKey = { id: "bootstrap", name: "MASKWATCH_API_KEY", scopes: ["admin", "detect"] };

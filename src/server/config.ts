@@ -25,6 +25,20 @@ export interface Config {
   threadsPerWorker: number;
   maxQueue: number;
   detector: string;
+  /** MASKWATCH_SOURCE: the default source the old app's endpoints drive. */
+  source: string | undefined;
+  /** Live monitoring (MASKWATCH_STREAM_*, MASKWATCH_SMOOTHING, …). */
+  stream: {
+    detector: string;
+    fps: number;
+    maxWidth: number;
+    window: number;
+    cooldownSeconds: number;
+    snapshots: boolean;
+    blur: boolean;
+  };
+  /** Events and snapshots older than this many days are deleted (0: kept for ever). */
+  retentionDays: number;
 }
 
 export class ConfigError extends Error {
@@ -78,6 +92,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
       `${env.MASKWATCH_API_KEY ? "MASKWATCH_API_KEY" : "APP_TOKEN"}: must be at least 16 characters`,
     );
   }
+  const onOff = (name: string, dflt: boolean): boolean => {
+    const raw = (env[name] ?? "").toLowerCase();
+    if (raw === "") return dflt;
+    if (["on", "true", "1", "yes"].includes(raw)) return true;
+    if (["off", "false", "0", "no"].includes(raw)) return false;
+    problems.push(`${name}=${env[name]}: must be on or off`);
+    return dflt;
+  };
+  const fps = Number(env.MASKWATCH_STREAM_FPS || 15);
+  if (!(fps >= 0.1 && fps <= 60))
+    problems.push(`MASKWATCH_STREAM_FPS=${env.MASKWATCH_STREAM_FPS}: must be a number from 0.1 to 60`);
   const corsOrigins = (env.MASKWATCH_CORS_ORIGINS ?? "")
     .split(",")
     .map((s) => s.trim())
@@ -107,6 +132,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     threadsPerWorker: int("MASKWATCH_THREADS", 1, 1, 64),
     maxQueue: int("MASKWATCH_QUEUE", 64, 1, 100_000),
     detector: env.MASKWATCH_DETECTOR || "mtcnn",
+    source: env.MASKWATCH_SOURCE || undefined,
+    stream: {
+      detector: env.MASKWATCH_STREAM_DETECTOR || "blazeface",
+      fps,
+      maxWidth: int("MASKWATCH_STREAM_WIDTH", 640, 32, 3840),
+      window: int("MASKWATCH_SMOOTHING", 10, 1, 100),
+      cooldownSeconds: int("MASKWATCH_COOLDOWN", 60, 0, 86_400),
+      snapshots: onOff("MASKWATCH_SNAPSHOTS", true),
+      blur: onOff("MASKWATCH_BLUR_SNAPSHOTS", false),
+    },
+    retentionDays: int("MASKWATCH_RETENTION_DAYS", 0, 0, 36_500),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

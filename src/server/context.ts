@@ -1,4 +1,5 @@
 import type { Database } from "../store/db.ts";
+import type { StreamManager } from "../streams/manager.ts";
 import type { InferencePool } from "../vision/pool.ts";
 import type { Config } from "./config.ts";
 import type { Metrics } from "./metrics.ts";
@@ -9,6 +10,7 @@ export interface ServerContext {
   pool: InferencePool;
   db: Database;
   metrics: Metrics;
+  streams: StreamManager;
 }
 
 declare module "fastify" {

@@ -26,6 +26,9 @@ const STATUS_BY_CODE: Record<string, number> = {
   not_pulled: 503,
   checksum_mismatch: 503,
   unknown_model: 503,
+  invalid_source: 400,
+  source_not_found: 404,
+  no_default_source: 409,
 };
 
 /** Fastify's own error codes, said in words a client can act on. */
@@ -49,6 +52,11 @@ export function toHttpError(err: unknown): HttpError {
     if (e.code === "queue_full")
       headers["retry-after"] = String(Math.max(1, Math.ceil(e.retryAfterSeconds ?? 1)));
     return new HttpError(STATUS_BY_CODE[e.code], e.code, e.message ?? e.code, headers);
+  }
+  // The store's input checks: every invalid_* is the caller's mistake.
+  if (e.name === "StoreError" && e.code) {
+    const status = e.code === "not_found" ? 404 : e.code === "conflict" ? 409 : 400;
+    return new HttpError(status, e.code, e.message ?? e.code);
   }
   if (e.code && FASTIFY[e.code])
     return new HttpError(FASTIFY[e.code].status, FASTIFY[e.code].code, e.message ?? "");

@@ -1,6 +1,8 @@
 import { mkdir } from "node:fs/promises";
 import type { FastifyInstance } from "fastify";
 import { openDatabase } from "../store/db.ts";
+import { pruneEvents } from "../store/retention.ts";
+import { StreamManager } from "../streams/manager.ts";
 import { InferencePool } from "../vision/pool.ts";
 import { buildApp } from "./app.ts";
 import { type Config, describeConfig } from "./config.ts";
@@ -25,7 +27,22 @@ export async function startServer(config: Config): Promise<RunningServer> {
     limits: { maxBytes: config.maxUploadBytes, maxPixels: config.maxPixels },
     preload: [config.detector],
   });
-  const ctx: ServerContext = { config, pool, db, metrics: new Metrics() };
+  const streams = new StreamManager({
+    db,
+    analyze: (image, options) => pool.analyze({ raw: image }, options),
+    settings: {
+      detector: config.stream.detector,
+      window: config.stream.window,
+      cooldownMs: config.stream.cooldownSeconds * 1000,
+      snapshots: config.stream.snapshots,
+      blur: config.stream.blur,
+      dataDir: config.dataDir,
+      fps: config.stream.fps,
+      maxWidth: config.stream.maxWidth,
+    },
+    defaultSource: config.source,
+  });
+  const ctx: ServerContext = { config, pool, db, metrics: new Metrics(), streams };
   const app = await buildApp(ctx);
   app.log.info({ config: describeConfig(config) }, "starting");
   // Listen first: /health answers while the models load; /ready says when they have.
@@ -34,9 +51,25 @@ export async function startServer(config: Config): Promise<RunningServer> {
     () => app.log.info("models loaded"),
     (err) => app.log.error({ err }, "the inference workers failed to start"),
   );
+  // Sources left running resume; a bad one reports in its status and never stops the server.
+  await streams.init().catch((err) => app.log.error({ err }, "sources could not be resumed"));
+  const prune = async () => {
+    if (!config.retentionDays) return;
+    try {
+      const r = await pruneEvents(db, config.dataDir, config.retentionDays);
+      if (r.deleted) app.log.info(r, "retention: old events deleted");
+    } catch (err) {
+      app.log.error({ err }, "retention failed");
+    }
+  };
+  void prune();
+  const retention = setInterval(prune, 3_600_000);
+  retention.unref();
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
+      clearInterval(retention);
+      await streams.close();
       await app.close();
       await pool.close();
       await db.close();

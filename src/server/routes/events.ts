@@ -1,0 +1,323 @@
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { isAbsolute, join, normalize } from "node:path";
+import { Readable } from "node:stream";
+import type { FastifyInstance, FastifyReply } from "fastify";
+import { type EventRecord, eventStats, eventTotals, getEvent, listEvents } from "../../store/events.ts";
+import type { LiveFrame, SourceStatus } from "../../streams/monitor.ts";
+import type { ServerContext } from "../context.ts";
+import { HttpError } from "../errors.ts";
+
+const LABELS = ["mask", "no_mask", "incorrect"] as const;
+type Label = (typeof LABELS)[number];
+
+const range = {
+  from: { type: "string", description: "ISO 8601 time or epoch ms, inclusive" },
+  to: { type: "string", description: "ISO 8601 time or epoch ms, exclusive" },
+  source: { type: "string" },
+  api_key: { type: "string", description: "the API key, where a header cannot be sent" },
+} as const;
+
+interface EventsQuery {
+  from?: string;
+  to?: string;
+  source?: string;
+  label?: Label;
+  kind?: "violation" | "observation";
+  limit?: number;
+  cursor?: string;
+  order?: "asc" | "desc";
+}
+
+/** Status words of the old app's CSV. */
+const CSV_STATUS: Record<Label, string> = { mask: "Mask", no_mask: "No Mask", incorrect: "Incorrect Mask" };
+
+/**
+ * The event log: paged queries, counts over time, the violations CSV, snapshots, and a live
+ * Server-Sent Events feed (events after commit, per-frame tracks, source status).
+ */
+export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
+  const { db } = ctx;
+
+  app.get<{ Querystring: EventsQuery }>(
+    "/api/v1/events",
+    {
+      schema: {
+        summary: "Events, newest first, with cursor pagination",
+        tags: ["events"],
+        querystring: {
+          type: "object",
+          properties: {
+            ...range,
+            label: { type: "string", enum: [...LABELS] },
+            kind: { type: "string", enum: ["violation", "observation"] },
+            limit: { type: "integer", minimum: 1, maximum: 1000, default: 100 },
+            cursor: { type: "string", maxLength: 200 },
+            order: { type: "string", enum: ["asc", "desc"], default: "desc" },
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request) => {
+      const q = request.query;
+      const page = await listEvents(db, {
+        ...timeRange(q),
+        sourceId: q.source,
+        label: q.label,
+        kind: q.kind,
+        limit: q.limit,
+        cursor: q.cursor,
+        order: q.order,
+      });
+      return { events: page.events.map(presentEvent), next_cursor: page.nextCursor };
+    },
+  );
+
+  app.get<{ Params: { id: number } }>(
+    "/api/v1/events/:id",
+    {
+      schema: {
+        summary: "One event",
+        tags: ["events"],
+        params: { type: "object", properties: { id: { type: "integer", minimum: 1 } } },
+      },
+    },
+    async (request) => presentEvent(await mustGet(request.params.id)),
+  );
+
+  app.get<{ Params: { id: number } }>(
+    "/api/v1/events/:id/snapshot",
+    {
+      schema: {
+        summary: "The JPEG saved with a violation",
+        tags: ["events"],
+        params: { type: "object", properties: { id: { type: "integer", minimum: 1 } } },
+      },
+    },
+    async (request, reply) => {
+      const event = await mustGet(request.params.id);
+      const rel = event.snapshot ? normalize(event.snapshot) : undefined;
+      if (!rel || isAbsolute(rel) || rel.startsWith(".."))
+        throw new HttpError(404, "no_snapshot", `event ${event.id} has no snapshot`);
+      const file = join(ctx.config.dataDir, rel);
+      const info = await stat(file).catch(() => undefined);
+      if (!info)
+        throw new HttpError(404, "no_snapshot", `the snapshot of event ${event.id} has been deleted`);
+      reply
+        .type("image/jpeg")
+        .header("content-length", info.size)
+        .header("cache-control", "private, max-age=86400");
+      return reply.send(createReadStream(file));
+    },
+  );
+
+  app.get<{ Querystring: { bucket: "hour" | "day"; from?: string; to?: string; source?: string } }>(
+    "/api/v1/stats",
+    {
+      schema: {
+        summary: "Counts and compliance rate per hour or day (UTC)",
+        tags: ["events"],
+        querystring: {
+          type: "object",
+          properties: { bucket: { type: "string", enum: ["hour", "day"], default: "hour" }, ...range },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request) => {
+      const q = request.query;
+      const filter = { ...timeRange(q), sourceId: q.source };
+      const [buckets, totals] = await Promise.all([
+        eventStats(db, { bucket: q.bucket, ...filter }),
+        eventTotals(db, filter),
+      ]);
+      const labelled = totals.mask + totals.noMask + totals.incorrect;
+      return {
+        bucket: q.bucket,
+        source: q.source ?? null,
+        totals: {
+          events: totals.events,
+          violations: totals.violations,
+          observations: totals.observations,
+          mask: totals.mask,
+          no_mask: totals.noMask,
+          incorrect: totals.incorrect,
+          compliance_rate: labelled ? totals.mask / labelled : null,
+        },
+        buckets: buckets.map((b) => ({
+          start: new Date(b.start).toISOString(),
+          events: b.events,
+          violations: b.violations,
+          observations: b.observations,
+          mask: b.mask,
+          no_mask: b.noMask,
+          incorrect: b.incorrect,
+          compliance_rate: b.complianceRate,
+        })),
+      };
+    },
+  );
+
+  app.get<{ Querystring: { from?: string; to?: string; source?: string } }>(
+    "/api/v1/violations.csv",
+    {
+      schema: {
+        summary: "Violations as CSV: the old app's columns Timestamp,Face_ID,Status,Confidence first",
+        tags: ["events"],
+        produces: ["text/csv"],
+        querystring: { type: "object", properties: range, additionalProperties: false },
+      },
+    },
+    async (request, reply) => {
+      const q = request.query;
+      const filter = {
+        ...timeRange(q),
+        sourceId: q.source,
+        kind: "violation" as const,
+        order: "asc" as const,
+      };
+      async function* rows() {
+        yield "Timestamp,Face_ID,Status,Confidence,Source,Label,Box,Snapshot,Event_ID\r\n";
+        let cursor: string | undefined;
+        do {
+          const page = await listEvents(db, { ...filter, limit: 1000, cursor });
+          yield page.events.map(csvRow).join("");
+          cursor = page.nextCursor ?? undefined;
+        } while (cursor);
+      }
+      reply
+        .type("text/csv; charset=utf-8")
+        .header("content-disposition", 'attachment; filename="violations.csv"');
+      return reply.send(Readable.from(rows()));
+    },
+  );
+
+  const live = new Set<FastifyReply>();
+  app.addHook("preClose", async () => {
+    for (const reply of live) reply.raw.end();
+  });
+  app.get<{ Querystring: { source?: string; frames?: boolean } }>(
+    "/api/v1/live",
+    {
+      schema: {
+        summary:
+          "Server-Sent Events: `event` (an event, once committed), `frame` (tracks per analysed frame), `status` (source status)",
+        tags: ["events"],
+        produces: ["text/event-stream"],
+        querystring: {
+          type: "object",
+          properties: {
+            source: { type: "string" },
+            frames: { type: "boolean", default: true },
+            api_key: range.api_key,
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request, reply) => {
+      const { source, frames } = request.query;
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache, no-transform",
+        Connection: "keep-alive",
+        "X-Accel-Buffering": "no",
+      });
+      res.write(": maskwatch live\n\n");
+      const send = (type: string, data: unknown) => {
+        if (res.writableLength > 1 << 20) return; // a stalled client skips, never grows memory
+        res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+      };
+      const onEvent = (e: EventRecord) => {
+        if (!source || e.sourceId === source) send("event", presentEvent(e));
+      };
+      const onFrame = (f: LiveFrame) => {
+        if (frames && (!source || f.sourceId === source))
+          send("frame", {
+            source_id: f.sourceId,
+            time: new Date(f.at).toISOString(),
+            seq: f.seq,
+            width: f.width,
+            height: f.height,
+            tracks: f.tracks,
+          });
+      };
+      const onStatus = (s: SourceStatus) => {
+        if (!source || s.id === source) send("status", s);
+      };
+      ctx.streams.bus.on("event", onEvent);
+      ctx.streams.bus.on("frame", onFrame);
+      ctx.streams.bus.on("status", onStatus);
+      const heartbeat = setInterval(() => res.write(": keep-alive\n\n"), 15_000);
+      live.add(reply);
+      res.on("close", () => {
+        clearInterval(heartbeat);
+        live.delete(reply);
+        ctx.streams.bus.off("event", onEvent);
+        ctx.streams.bus.off("frame", onFrame);
+        ctx.streams.bus.off("status", onStatus);
+      });
+    },
+  );
+
+  async function mustGet(id: number): Promise<EventRecord> {
+    const event = await getEvent(db, id);
+    if (!event) throw new HttpError(404, "not_found", `there is no event ${id}`);
+    return event;
+  }
+}
+
+export function presentEvent(e: EventRecord) {
+  return {
+    id: e.id,
+    time: new Date(e.at).toISOString(),
+    source_id: e.sourceId,
+    track_id: e.trackId,
+    kind: e.kind,
+    label: e.label,
+    confidence: e.confidence,
+    box: e.box,
+    snapshot_url: e.snapshot ? `/api/v1/events/${e.id}/snapshot` : null,
+  };
+}
+
+function csvRow(e: EventRecord): string {
+  return `${[
+    new Date(e.at).toISOString(),
+    e.trackId,
+    CSV_STATUS[e.label],
+    e.confidence.toFixed(4),
+    csvField(e.sourceId),
+    e.label,
+    e.box.join(" "),
+    e.snapshot ? `/api/v1/events/${e.id}/snapshot` : "",
+    e.id,
+  ].join(",")}\r\n`;
+}
+
+function csvField(s: string): string {
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** from/to as ISO 8601 or epoch ms; a bad one is a 400 naming it. */
+function timeRange(q: { from?: string; to?: string }): { from?: number; to?: number } {
+  const parse = (name: string, raw: string | undefined): number | undefined => {
+    if (raw === undefined || raw === "") return undefined;
+    const ms = /^\d+$/.test(raw) ? Number(raw) : Date.parse(raw);
+    if (!Number.isFinite(ms))
+      throw new HttpError(
+        400,
+        "invalid_parameters",
+        `${name} must be an ISO 8601 time or epoch milliseconds`,
+      );
+    return ms;
+  };
+  const from = parse("from", q.from);
+  const to = parse("to", q.to);
+  if (from !== undefined && to !== undefined && to < from)
+    throw new HttpError(400, "invalid_parameters", "to is before from");
+  return { from, to };
+}

@@ -1,0 +1,205 @@
+import type { FastifyInstance } from "fastify";
+import type { SourceInput, SourceView } from "../../streams/manager.ts";
+import { decodeImage } from "../../vision/image.ts";
+import { requireScope } from "../auth.ts";
+import type { ServerContext } from "../context.ts";
+import { toHttpError } from "../errors.ts";
+
+const sourceBody = {
+  type: "object",
+  properties: {
+    id: { type: "string", pattern: "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$" },
+    name: { type: "string", maxLength: 100 },
+    kind: { type: "string", enum: ["browser", "device", "stream", "file"] },
+    url: { type: ["string", "null"], maxLength: 2048 },
+    options: {
+      type: "object",
+      description: "fps (0.1–60), width (max frame width), loop and realtime (files)",
+      properties: {
+        fps: { type: "number" },
+        width: { type: "number" },
+        loop: { type: "boolean" },
+        realtime: { type: "boolean" },
+      },
+      additionalProperties: false,
+    },
+  },
+  additionalProperties: false,
+} as const;
+
+type IdParams = { Params: { id: string } };
+
+/**
+ * Sources: CRUD, start/stop with status, MJPEG per source, and the WebSocket a browser camera
+ * sends its frames over (binary JPEG messages; each analysed frame is answered with its tracks).
+ */
+export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
+  const { streams } = ctx;
+  const admin = (request: Parameters<typeof requireScope>[0]) =>
+    requireScope(request, "admin", ctx.config.auth);
+
+  app.get(
+    "/api/v1/sources",
+    { schema: { summary: "Sources with their status", tags: ["sources"] } },
+    async () => ({
+      sources: (await streams.list()).map(present),
+    }),
+  );
+
+  app.post<{ Body: SourceInput }>(
+    "/api/v1/sources",
+    {
+      schema: {
+        summary: "Add a source (stopped)",
+        tags: ["sources"],
+        body: { ...sourceBody, required: ["kind"] },
+      },
+    },
+    async (request, reply) => {
+      admin(request);
+      reply.status(201);
+      return present(await streams.create(request.body));
+    },
+  );
+
+  app.get<IdParams>(
+    "/api/v1/sources/:id",
+    { schema: { summary: "One source", tags: ["sources"] } },
+    async (request) => present(await streams.get(request.params.id)),
+  );
+
+  app.patch<IdParams & { Body: SourceInput }>(
+    "/api/v1/sources/:id",
+    { schema: { summary: "Change a source (a running one restarts)", tags: ["sources"], body: sourceBody } },
+    async (request) => {
+      admin(request);
+      const { id, ...patch } = request.body;
+      return present(await streams.update(request.params.id, patch));
+    },
+  );
+
+  app.delete<IdParams>(
+    "/api/v1/sources/:id",
+    { schema: { summary: "Stop and remove a source (its events are kept)", tags: ["sources"] } },
+    async (request) => {
+      admin(request);
+      await streams.remove(request.params.id);
+      return { status: "ok" };
+    },
+  );
+
+  app.post<IdParams>(
+    "/api/v1/sources/:id/start",
+    { schema: { summary: "Start a source", tags: ["sources"] } },
+    async (request) => {
+      admin(request);
+      return present(await streams.start(request.params.id));
+    },
+  );
+
+  app.post<IdParams>(
+    "/api/v1/sources/:id/stop",
+    { schema: { summary: "Stop a source", tags: ["sources"] } },
+    async (request) => {
+      admin(request);
+      return present(await streams.stop(request.params.id));
+    },
+  );
+
+  app.get<IdParams>(
+    "/api/v1/sources/:id/mjpeg",
+    {
+      schema: {
+        summary: "Annotated MJPEG of a running source",
+        tags: ["sources"],
+        produces: ["multipart/x-mixed-replace"],
+      },
+    },
+    async (request, reply) => {
+      const monitor = await streams.monitorOf(request.params.id);
+      reply.hijack();
+      monitor.mjpeg.add(reply.raw);
+    },
+  );
+
+  app.get<IdParams>(
+    "/api/v1/sources/:id/frames",
+    {
+      websocket: true,
+      schema: { summary: "WebSocket: send JPEG frames of a browser source", tags: ["sources"] },
+    },
+    async (socket, request) => {
+      const send = (msg: object) => {
+        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg));
+      };
+      let monitor: Awaited<ReturnType<typeof streams.monitorOf>>;
+      try {
+        const view = await streams.get(request.params.id);
+        if (view.kind !== "browser") {
+          send({
+            type: "error",
+            code: "invalid_source",
+            message: `source ${view.id} is a ${view.kind} source, not a browser one`,
+          });
+          socket.close(1008, "not a browser source");
+          return;
+        }
+        if (!view.status.state || view.status.state === "stopped") await streams.start(view.id);
+        monitor = await streams.monitorOf(view.id);
+      } catch (err) {
+        const http = toHttpError(err);
+        send({ type: "error", code: http.code, message: http.message });
+        socket.close(1008, http.code);
+        return;
+      }
+      let seq = 0;
+      socket.on("message", async (data: Buffer, isBinary: boolean) => {
+        if (!isBinary)
+          return send({
+            type: "error",
+            code: "invalid_frame",
+            message: "send frames as binary JPEG/PNG/WebP messages",
+          });
+        try {
+          const { image } = await decodeImage(new Uint8Array(data), {
+            maxBytes: ctx.config.maxUploadBytes,
+            maxPixels: ctx.config.maxPixels,
+          });
+          const n = seq++;
+          await monitor.push({ image, at: Date.now(), seq: n });
+          send({ type: "tracks", seq: n, tracks: monitor.tracks() });
+        } catch (err) {
+          const http = toHttpError(err);
+          send({ type: "error", code: http.code, message: http.message });
+        }
+      });
+    },
+  );
+}
+
+/** The API's view of a source: snake_case, times as ISO strings. */
+function present(v: SourceView) {
+  const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+  return {
+    id: v.id,
+    name: v.name,
+    kind: v.kind,
+    url: v.url,
+    options: v.options,
+    enabled: v.enabled,
+    created_at: iso(v.createdAt),
+    updated_at: iso(v.updatedAt),
+    status: {
+      state: v.status.state,
+      fps: v.status.fps,
+      frames: v.status.frames,
+      dropped: v.status.dropped,
+      faces: v.status.faces,
+      events: v.status.events,
+      latency_ms: v.status.latencyMs,
+      last_error: v.status.lastError,
+      last_frame_at: iso(v.status.lastFrameAt),
+      started_at: iso(v.status.startedAt),
+    },
+  };
+}

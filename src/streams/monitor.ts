@@ -1,0 +1,381 @@
+/**
+ * The frame loop of one source: detect → classify masks → track → smooth → events.
+ * An event is committed to the database before anyone hears of it; a violation is raised once
+ * per track when it turns no_mask / incorrect, and again only after a cooldown.
+ */
+import { EventEmitter } from "node:events";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import sharp from "sharp";
+import type { Database } from "../store/db.ts";
+import { type EventRecord, insertEvent } from "../store/events.ts";
+import type { SourceRecord } from "../store/sources.ts";
+import { drawFaces } from "../vision/draw.ts";
+import type { AnalyzeOptions } from "../vision/engine.ts";
+import { type LabelChange, type Track, Tracker } from "../vision/tracker.ts";
+import type { Face, MaskLabel, RgbImage } from "../vision/types.ts";
+import { type CaptureState, FfmpegCapture, type Frame } from "./ffmpeg.ts";
+import { MjpegHub } from "./mjpeg.ts";
+
+/** Runs detection (and mask classification) on one frame; the server passes its worker pool. */
+export type Analyze = (image: RgbImage, options: AnalyzeOptions) => Promise<{ faces: Face[] }>;
+
+export interface MonitorSettings {
+  /** Detector for live frames (default blazeface: the fast one). */
+  detector: string;
+  /** The classifier's mask threshold per frame (default: the classifier's). */
+  maskThreshold?: number;
+  minFaceSize?: number;
+  /** Frames averaged per track before its label settles or changes (old app: 10). */
+  window: number;
+  /** A track raises another violation only this long after its last one. */
+  cooldownMs: number;
+  /** Save a JPEG of the face with each violation (under dataDir/snapshots). */
+  snapshots: boolean;
+  /** Blur the face in stored snapshots. */
+  blur: boolean;
+  dataDir: string;
+  /** Default fps cap and width for ffmpeg sources (a source's options override them). */
+  fps: number;
+  maxWidth: number;
+}
+
+export type MonitorState = "stopped" | "starting" | "running" | "reconnecting" | "ended";
+
+export interface SourceStatus {
+  id: string;
+  state: MonitorState;
+  /** Frames analysed per second (recent average). */
+  fps: number;
+  frames: number;
+  /** Frames skipped because the previous one was still being analysed. */
+  dropped: number;
+  /** Faces tracked in the latest frame. */
+  faces: number;
+  events: number;
+  /** Frame arrival → event committed, ms, of the latest event. */
+  latencyMs: number | null;
+  lastError: string | null;
+  lastFrameAt: number | null;
+  startedAt: number | null;
+}
+
+export interface LiveTrack {
+  id: number;
+  box: [number, number, number, number];
+  label: MaskLabel | null;
+  confidence: number;
+}
+
+export interface LiveFrame {
+  sourceId: string;
+  at: number;
+  seq: number;
+  width: number;
+  height: number;
+  tracks: LiveTrack[];
+}
+
+/** What monitors announce: `event` (EventRecord, after commit), `frame` (LiveFrame), `status` (SourceStatus). */
+export type MonitorBus = EventEmitter<{
+  event: [EventRecord];
+  frame: [LiveFrame];
+  status: [SourceStatus];
+}>;
+
+export function createBus(): MonitorBus {
+  const bus: MonitorBus = new EventEmitter();
+  bus.setMaxListeners(0);
+  return bus;
+}
+
+const VIOLATIONS: ReadonlySet<MaskLabel> = new Set(["no_mask", "incorrect"]);
+
+export class SourceMonitor {
+  readonly mjpeg = new MjpegHub();
+  private readonly tracker: Tracker;
+  private capture: FfmpegCapture | undefined;
+  private state: MonitorState = "stopped";
+  private busy = false;
+  private next: Frame | undefined;
+  private frames = 0;
+  private dropped = 0;
+  private events = 0;
+  private fps = 0;
+  private lastFrameAt: number | null = null;
+  private startedAt: number | null = null;
+  private lastError: string | null = null;
+  private latencyMs: number | null = null;
+  private visible: Track[] = [];
+  private readonly lastViolation = new Map<number, number>();
+  private idle: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly source: SourceRecord,
+    private readonly settings: MonitorSettings,
+    private readonly deps: { analyze: Analyze; db: Database; bus: MonitorBus },
+  ) {
+    this.tracker = new Tracker({ window: settings.window });
+  }
+
+  get running(): boolean {
+    return this.state !== "stopped" && this.state !== "ended";
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.tracker.reset();
+    this.lastViolation.clear();
+    this.visible = [];
+    this.frames = 0;
+    this.dropped = 0;
+    this.fps = 0;
+    this.lastError = null;
+    this.startedAt = Date.now();
+    const s = this.source;
+    if (s.kind === "browser") {
+      this.setState("running");
+      return;
+    }
+    const opt = s.options;
+    this.capture = new FfmpegCapture(
+      {
+        kind: s.kind,
+        url: s.url ?? "",
+        fps: num(opt.fps) ?? this.settings.fps,
+        maxWidth: num(opt.width) ?? this.settings.maxWidth,
+        loop: opt.loop === true,
+        realtime: opt.realtime !== false,
+      },
+      {
+        frame: (frame) => this.push(frame),
+        state: (state, error) => this.onCaptureState(state, error),
+      },
+    );
+    this.setState("starting");
+    this.capture.start();
+  }
+
+  async stop(): Promise<void> {
+    this.state = "stopped";
+    const capture = this.capture;
+    this.capture = undefined;
+    this.next = undefined;
+    await capture?.stop();
+    await this.idle;
+    this.visible = [];
+    this.mjpeg.closeAll();
+    this.setState("stopped");
+  }
+
+  /** Waits until the frame in progress (and any pending one) is done. */
+  settled(): Promise<void> {
+    return this.idle;
+  }
+
+  /**
+   * A frame from the capture or the browser. While one is being analysed the newest waits and
+   * older waiting ones are dropped; the returned promise ends when this frame's turn is over.
+   */
+  push(frame: Frame): Promise<void> {
+    if (!this.running) return Promise.resolve();
+    if (this.busy) {
+      if (this.next) this.dropped++;
+      this.next = frame;
+      return this.idle;
+    }
+    this.busy = true;
+    this.idle = this.loop(frame);
+    return this.idle;
+  }
+
+  status(): SourceStatus {
+    return {
+      id: this.source.id,
+      state: this.state,
+      fps: Math.round(this.fps * 10) / 10,
+      frames: this.frames,
+      dropped: this.dropped,
+      faces: this.visible.length,
+      events: this.events,
+      latencyMs: this.latencyMs,
+      lastError: this.lastError,
+      lastFrameAt: this.lastFrameAt,
+      startedAt: this.startedAt,
+    };
+  }
+
+  /** Tracks in the latest frame. */
+  tracks(): LiveTrack[] {
+    return this.visible.map(liveTrack);
+  }
+
+  private async loop(first: Frame): Promise<void> {
+    try {
+      let frame: Frame | undefined = first;
+      // Frames already taken are finished after a file ends; stop() discards them.
+      while (frame && this.state !== "stopped") {
+        await this.process(frame);
+        frame = this.next;
+        this.next = undefined;
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async process(frame: Frame): Promise<void> {
+    const { image } = frame;
+    let faces: Face[];
+    try {
+      // The pool takes the pixels it is given (transferred); keep ours for drawing.
+      const copy = { data: image.data.slice(), width: image.width, height: image.height };
+      const mask =
+        this.settings.maskThreshold === undefined ? true : { threshold: this.settings.maskThreshold };
+      ({ faces } = await this.deps.analyze(copy, {
+        detector: this.settings.detector,
+        mask,
+        minFaceSize: this.settings.minFaceSize,
+      }));
+    } catch (err) {
+      this.lastError = `analysis failed: ${(err as Error).message}`;
+      this.deps.bus.emit("status", this.status());
+      return;
+    }
+    if (this.lastFrameAt !== null) {
+      const dt = (frame.at - this.lastFrameAt) / 1000;
+      if (dt > 0) this.fps = this.fps ? 0.8 * this.fps + 0.2 / dt : 1 / dt;
+    }
+    this.lastFrameAt = frame.at;
+    this.frames++;
+    const update = this.tracker.update(faces);
+    this.visible = update.visible;
+    for (const id of update.ended) this.lastViolation.delete(id);
+    for (const change of update.changes) {
+      try {
+        await this.record(change, frame);
+      } catch (err) {
+        this.lastError = `event not stored: ${(err as Error).message}`;
+      }
+    }
+    this.deps.bus.emit("frame", {
+      sourceId: this.source.id,
+      at: frame.at,
+      seq: frame.seq,
+      width: image.width,
+      height: image.height,
+      tracks: this.tracks(),
+    });
+    if (this.mjpeg.size > 0) {
+      try {
+        this.mjpeg.publish(await annotate(image, this.visible));
+      } catch (err) {
+        this.lastError = `drawing failed: ${(err as Error).message}`;
+      }
+    }
+  }
+
+  /** One settled label change → at most one event, committed, then announced. */
+  private async record(change: LabelChange, frame: Frame): Promise<void> {
+    const { track, to } = change;
+    let kind: "violation" | "observation" = "observation";
+    if (VIOLATIONS.has(to)) {
+      const last = this.lastViolation.get(track.id);
+      if (last !== undefined && frame.at - last < this.settings.cooldownMs) return;
+      this.lastViolation.set(track.id, frame.at);
+      kind = "violation";
+    }
+    const snapshot =
+      kind === "violation" && this.settings.snapshots ? await this.saveSnapshot(frame, track) : null;
+    let event: EventRecord;
+    try {
+      event = await insertEvent(this.deps.db, {
+        at: frame.at,
+        sourceId: this.source.id,
+        trackId: track.id,
+        kind,
+        label: to,
+        confidence: round(track.confidence),
+        box: track.box.map(Math.round) as [number, number, number, number],
+        snapshot,
+      });
+    } catch (err) {
+      if (snapshot) await rm(join(this.settings.dataDir, snapshot), { force: true });
+      throw err;
+    }
+    this.events++;
+    this.latencyMs = Date.now() - frame.at;
+    this.deps.bus.emit("event", event);
+  }
+
+  private async saveSnapshot(frame: Frame, track: Track): Promise<string> {
+    const { image } = frame;
+    const [x1, y1, x2, y2] = track.box;
+    const side = 1.6 * Math.max(x2 - x1, y2 - y1, 8);
+    const left = clamp(Math.round((x1 + x2) / 2 - side / 2), 0, image.width - 1);
+    const top = clamp(Math.round((y1 + y2) / 2 - side / 2), 0, image.height - 1);
+    const width = clamp(Math.round(side), 1, image.width - left);
+    const height = clamp(Math.round(side), 1, image.height - top);
+    let img = sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.length), {
+      raw: { width: image.width, height: image.height, channels: 3 },
+    }).extract({ left, top, width, height });
+    if (this.settings.blur) img = img.blur(Math.max(4, side / 10));
+    const jpeg = await img.jpeg({ quality: 85 }).toBuffer();
+    const day = new Date(frame.at).toISOString().slice(0, 10);
+    const rel = join("snapshots", this.source.id, day, `${frame.at}-${track.id}.jpg`);
+    const abs = join(this.settings.dataDir, rel);
+    await mkdir(dirname(abs), { recursive: true });
+    await writeFile(abs, jpeg);
+    return rel;
+  }
+
+  private onCaptureState(state: CaptureState, error?: string): void {
+    if (error) this.lastError = error;
+    if (state === "stopped") return; // stop() sets its own state
+    this.setState(state);
+  }
+
+  private setState(state: MonitorState): void {
+    this.state = state;
+    this.deps.bus.emit("status", this.status());
+  }
+}
+
+/** The frame with each track's box coloured by its label, and "#id label confidence". */
+export function annotate(image: RgbImage, tracks: readonly Track[]): Promise<Buffer> {
+  const faces: Face[] = tracks.map((t) => ({
+    box: t.box,
+    score: t.score,
+    ...(t.label
+      ? { mask: { label: t.label, score: t.confidence, scores: { mask: 0, no_mask: 0, incorrect: 0 } } }
+      : {}),
+  }));
+  return drawFaces(image, faces, {
+    quality: 80,
+    caption: (_f, i) => {
+      const t = tracks[i];
+      return t.label ? `#${t.id} ${t.label} ${Math.round(t.confidence * 100)}%` : `#${t.id}`;
+    },
+  });
+}
+
+function liveTrack(t: Track): LiveTrack {
+  return {
+    id: t.id,
+    box: t.box.map((v) => Math.round(v)) as LiveTrack["box"],
+    label: t.label ?? null,
+    confidence: round(t.confidence),
+  };
+}
+
+function num(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) && v > 0 ? v : undefined;
+}
+
+function clamp(v: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, v));
+}
+
+function round(v: number): number {
+  return Math.round(v * 1000) / 1000;
+}
