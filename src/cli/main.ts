@@ -1,4 +1,5 @@
 import { Command, CommanderError } from "commander";
+import { registerDataCommands } from "./data.ts";
 import { registerDetectCommand } from "./detect.ts";
 import { registerKeysCommand } from "./keys.ts";
 import { registerModelsCommand } from "./models.ts";
@@ -13,6 +14,7 @@ registerDetectCommand(program);
 registerModelsCommand(program);
 registerServeCommands(program);
 registerKeysCommand(program);
+registerDataCommands(program);
 
 try {
   await program.parseAsync(process.argv);
