@@ -230,6 +230,12 @@ test("the old app's endpoints, the event log, SSE and MJPEG agree with the scene
     3,
   );
 
+  // Prometheus: events by source, kind and label; frames analysed.
+  const metrics = (await call("/metrics")).text;
+  assert.match(metrics, /maskwatch_events_total\{source="default",kind="violation",label="no_mask"\} 1\n/);
+  assert.match(metrics, /maskwatch_events_total\{source="default",kind="observation",label="mask"\} 2\n/);
+  assert.match(metrics, /maskwatch_frames_total\{source="default"\} 60\n/);
+
   // Reset: counters start again, the log stays.
   assert.equal((await call("/reset_stats")).status, 200);
   const reset = await call("/get_stats");

@@ -30,7 +30,9 @@ export function registerDataCommands(program: Command): void {
         await db.close();
       }
       // Snapshots are plain files: say where they are, so they are copied too.
-      process.stderr.write(`snapshots are files under ${join(dirname(join(dataDir, SQLITE_FILE)), "snapshots")}\n`);
+      process.stderr.write(
+        `snapshots are files under ${join(dirname(join(dataDir, SQLITE_FILE)), "snapshots")}\n`,
+      );
     });
 
   program

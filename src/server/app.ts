@@ -93,7 +93,11 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
     }),
   });
 
-  ctx.metrics.register(app, () => ctx.pool.stats());
+  ctx.metrics.register(
+    app,
+    () => ctx.pool.stats(),
+    () => ctx.streams.statuses(),
+  );
   await app.register(async (scope) => healthRoutes(scope, ctx));
   await app.register(async (scope) => compatRoutes(scope, ctx));
   await app.register(async (scope) => detectRoutes(scope, ctx));

@@ -42,7 +42,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
     },
     defaultSource: config.source,
   });
-  const ctx: ServerContext = { config, pool, db, metrics: new Metrics(), streams };
+  const metrics = new Metrics();
+  metrics.observeStreams(streams.bus);
+  const ctx: ServerContext = { config, pool, db, metrics, streams };
   const app = await buildApp(ctx);
   app.log.info({ config: describeConfig(config) }, "starting");
   // Listen first: /health answers while the models load; /ready says when they have.

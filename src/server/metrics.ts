@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { MonitorBus, SourceStatus } from "../streams/monitor.ts";
 import type { Face } from "../vision/types.ts";
 
 /** The Prometheus registry of one server instance. */
@@ -32,6 +33,31 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly events = new Counter({
+    name: "maskwatch_events_total",
+    help: "Monitoring events committed, by source, kind (violation / observation) and label",
+    labelNames: ["source", "kind", "label"],
+    registers: [this.registry],
+  });
+  readonly frames = new Counter({
+    name: "maskwatch_frames_total",
+    help: "Frames analysed, by source",
+    labelNames: ["source"],
+    registers: [this.registry],
+  });
+  readonly sourceFps = new Gauge({
+    name: "maskwatch_source_fps",
+    help: "Frames analysed per second, by source (recent average)",
+    labelNames: ["source"],
+    registers: [this.registry],
+  });
+  readonly eventLatency = new Histogram({
+    name: "maskwatch_event_latency_seconds",
+    help: "Frame arrival to event committed",
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
@@ -48,8 +74,21 @@ export class Metrics {
     for (const f of result.faces) this.faces.inc({ label: f.mask?.label ?? "unclassified" });
   }
 
+  /** Counts what the source monitors announce. */
+  observeStreams(bus: MonitorBus): void {
+    bus.on("event", (e) => {
+      this.events.inc({ source: e.sourceId, kind: e.kind, label: e.label });
+      this.eventLatency.observe(Math.max(0, Date.now() - e.at) / 1000);
+    });
+    bus.on("frame", (f) => this.frames.inc({ source: f.sourceId }));
+  }
+
   /** Times every request by its route pattern (not the raw URL: bounded label values). */
-  register(app: FastifyInstance, poolStats: () => { busy: number; queued: number }): void {
+  register(
+    app: FastifyInstance,
+    poolStats: () => { busy: number; queued: number },
+    sources: () => readonly SourceStatus[] = () => [],
+  ): void {
     app.addHook("onResponse", async (request, reply) => {
       const route = request.routeOptions.url ?? "unmatched";
       this.http.observe(
@@ -61,6 +100,8 @@ export class Metrics {
       const s = poolStats();
       this.queue.set({ state: "running" }, s.busy);
       this.queue.set({ state: "waiting" }, s.queued);
+      for (const src of sources())
+        this.sourceFps.set({ source: src.id }, src.state === "running" ? src.fps : 0);
       reply.header("content-type", this.registry.contentType);
       return this.registry.metrics();
     });

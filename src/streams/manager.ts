@@ -208,6 +208,11 @@ export class StreamManager {
     return this.view(record);
   }
 
+  /** Status of every source that has a monitor (started at least once since the server started). */
+  statuses(): SourceStatus[] {
+    return [...this.monitors.values()].map((m) => m.status());
+  }
+
   monitor(id: string): SourceMonitor | undefined {
     return this.monitors.get(id);
   }
