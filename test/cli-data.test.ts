@@ -1,0 +1,81 @@
+/** `maskwatch backup` and `maskwatch prune` run as a user runs them, on a real SQLite database. */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { openDatabase } from "../src/store/db.ts";
+import { insertEvent, listEvents } from "../src/store/events.ts";
+import { REPO } from "./support/paths.ts";
+
+const BIN = join(REPO, "bin/maskwatch.js");
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+function run(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { cwd: REPO, env: { ...process.env, DATABASE_URL: "", ...env }, timeout: 60_000 },
+      (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+const DAY = 86_400_000;
+
+test("backup copies the live database; prune deletes old events with their snapshots", async () => {
+  const dataDir = await mkdtemp(join(tmpdir(), "maskwatch-cli-data-"));
+  dirs.push(dataDir);
+  const db = await openDatabase({ dataDir });
+  const now = Date.now();
+  const event = (at: number, snapshot: string | null) => ({
+    at,
+    sourceId: "cam",
+    trackId: 1,
+    kind: "violation" as const,
+    label: "no_mask" as const,
+    confidence: 0.9,
+    box: [1, 2, 3, 4] as [number, number, number, number],
+    snapshot,
+  });
+  await mkdir(join(dataDir, "snapshots/cam"), { recursive: true });
+  await writeFile(join(dataDir, "snapshots/cam/old.jpg"), "x");
+  await writeFile(join(dataDir, "snapshots/cam/new.jpg"), "x");
+  await insertEvent(db, event(now - 40 * DAY, "snapshots/cam/old.jpg"));
+  await insertEvent(db, event(now - 1000, "snapshots/cam/new.jpg"));
+
+  // The database stays open (as under a running server) while it is copied.
+  const target = join(dataDir, "copy", "backup.db");
+  const backup = await run(["backup", target], { MASKWATCH_DATA_DIR: dataDir });
+  assert.equal(backup.code, 0, backup.stderr);
+  assert.equal(backup.stdout.trim(), target);
+  const { default: Sqlite } = await import("better-sqlite3");
+  const raw = new Sqlite(target, { readonly: true });
+  assert.equal((raw.prepare("SELECT COUNT(*) AS n FROM events").get() as { n: number }).n, 2);
+  raw.close();
+
+  const bad = await run(["prune", "--days", "0"], { MASKWATCH_DATA_DIR: dataDir });
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /--days/);
+
+  const pruned = await run(["prune", "--days", "30"], { MASKWATCH_DATA_DIR: dataDir });
+  assert.equal(pruned.code, 0, pruned.stderr);
+  assert.match(pruned.stdout, /deleted 1 events and 1 snapshots/);
+  const left = await listEvents(db, {});
+  assert.deepEqual(
+    left.events.map((e) => e.snapshot),
+    ["snapshots/cam/new.jpg"],
+  );
+  assert.equal(existsSync(join(dataDir, "snapshots/cam/old.jpg")), false);
+  assert.equal(existsSync(join(dataDir, "snapshots/cam/new.jpg")), true);
+  await db.close();
+});
