@@ -5,6 +5,7 @@
  *
  *   npm run bench -- [--detectors mtcnn,blazeface] [--runs 40] [--json out.json] [--compare old.json]
  *                    [--http [--http-seconds 10]]   (autocannon against the server on loopback)
+ *                    [--stream [--stream-repeats 5]]  (one live source through the monitor, one ORT thread)
  */
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -15,6 +16,7 @@ import { verify } from "../src/models/store.ts";
 import { DETECTORS, Engine } from "../src/vision/engine.ts";
 import { decodeImage } from "../src/vision/image.ts";
 import { benchHttp } from "./http.ts";
+import { benchStream, formatStream, type StreamBench } from "./stream.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -25,6 +27,8 @@ const { values: args } = parseArgs({
     image: { type: "string" },
     http: { type: "boolean", default: false },
     "http-seconds": { type: "string", default: "10" },
+    stream: { type: "boolean", default: false },
+    "stream-repeats": { type: "string", default: "5" },
   },
 });
 
@@ -126,6 +130,8 @@ async function main(): Promise<void> {
     }
     await rm(dataDir, { recursive: true, force: true });
   }
+  const stream = args.stream ? await benchStream(pulled, Math.max(1, Number(args["stream-repeats"]))) : null;
+  if (stream) console.log(formatStream(stream));
   const report = {
     date: new Date().toISOString(),
     node: process.version,
@@ -135,6 +141,7 @@ async function main(): Promise<void> {
     rows,
     classify,
     http,
+    stream,
   };
   console.log(`peak RSS ${report.peakRssMb} MB`);
   if (args.json) await writeFile(args.json, `${JSON.stringify(report, null, 2)}\n`);
@@ -193,7 +200,10 @@ function format(r: Row): string {
   return `${r.detector.padEnd(17)} ${r.size.padEnd(9)} faces ${String(r.faces).padStart(2)}  ms median/p90: ${cells.join("  ")}`;
 }
 
-function compare(old: { rows: Row[] }, now: { rows: Row[] }): void {
+function compare(
+  old: { rows: Row[]; stream?: StreamBench | null },
+  now: { rows: Row[]; stream?: StreamBench | null },
+): void {
   console.log("\nratio new/old of median total (below 1 is faster):");
   for (const r of now.rows) {
     const o = old.rows.find((x) => x.detector === r.detector && x.size === r.size);
@@ -202,6 +212,10 @@ function compare(old: { rows: Row[] }, now: { rows: Row[] }): void {
         `${r.detector.padEnd(17)} ${r.size.padEnd(9)} ${(r.median.total / o.median.total).toFixed(3)}`,
       );
   }
+  if (old.stream && now.stream)
+    console.log(
+      `stream            ${now.stream.size.padEnd(9)} ${(now.stream.pipeline.medianMs / old.stream.pipeline.medianMs).toFixed(3)} (median ms/frame)`,
+    );
 }
 
 await main();
