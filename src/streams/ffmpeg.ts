@@ -52,9 +52,11 @@ export function ffmpegArgs(o: CaptureOptions): string[] {
   const input: string[] = [];
   if (o.kind === "device") input.push("-f", "v4l2", "-i", o.url);
   else if (o.kind === "stream") {
-    if (/^rtsps?:/i.test(o.url)) input.push("-rtsp_transport", "tcp");
-    // A stalled network read must end the process so the reconnect loop can take over.
-    input.push("-rw_timeout", "10000000", "-i", o.url);
+    // A stalled network read must end the process so the reconnect loop can take over. The RTSP
+    // demuxer rejects -rw_timeout and has its own -timeout (µs); other protocols take -rw_timeout.
+    if (/^rtsps?:/i.test(o.url)) input.push("-rtsp_transport", "tcp", "-timeout", "10000000");
+    else input.push("-rw_timeout", "10000000");
+    input.push("-i", o.url);
   } else {
     if (o.realtime !== false) input.push("-re");
     if (o.loop) input.push("-stream_loop", "-1");
