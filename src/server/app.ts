@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import cookie from "@fastify/cookie";
 import cors from "@fastify/cors";
 import helmet from "@fastify/helmet";
 import multipart from "@fastify/multipart";
@@ -11,12 +12,15 @@ import { registerAuth } from "./auth.ts";
 import type { ServerContext } from "./context.ts";
 import { registerErrorHandler } from "./errors.ts";
 import { RotatingFile, tee } from "./log-file.ts";
+import { authRoutes } from "./routes/auth.ts";
 import { compatRoutes } from "./routes/compat.ts";
+import { consoleRoutes } from "./routes/console.ts";
 import { detectRoutes } from "./routes/detect.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { keyRoutes } from "./routes/keys.ts";
 import { monitorCompatRoutes } from "./routes/monitor-compat.ts";
+import { settingsRoutes } from "./routes/settings.ts";
 import { sourceRoutes } from "./routes/sources.ts";
 
 /** The HTTP application: plugins, hooks and routes; listening is left to the caller. */
@@ -27,6 +31,7 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
     logger: { level: config.logLevel, ...(stream ? { stream } : {}) },
     genReqId: (req) => (req.headers["x-request-id"] as string | undefined)?.slice(0, 100) || randomUUID(),
     requestIdHeader: false,
+    trustProxy: config.trustProxy,
     // JSON bodies carry base64 images (a third larger than the bytes).
     bodyLimit: Math.ceil(config.maxUploadBytes * 1.4) + 4096,
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } },
@@ -37,13 +42,17 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
   registerErrorHandler(app);
 
   await app.register(helmet, {
-    // Swagger UI at /docs needs inline styles and scripts of its own.
+    // Swagger UI at /docs needs inline styles and scripts of its own; the console draws into blob: images.
+    // No upgrade-insecure-requests: plain HTTP on a LAN or behind a TLS proxy must keep working.
     contentSecurityPolicy: {
       directives: {
         defaultSrc: ["'self'"],
-        imgSrc: ["'self'", "data:"],
+        imgSrc: ["'self'", "data:", "blob:"],
+        mediaSrc: ["'self'", "blob:"],
+        connectSrc: ["'self'"],
         styleSrc: ["'self'", "'unsafe-inline'"],
         scriptSrc: ["'self'", "'unsafe-inline'"],
+        upgradeInsecureRequests: null,
       },
     },
   });
@@ -51,6 +60,7 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
     origin: config.corsOrigins.includes("*") ? true : config.corsOrigins,
     credentials: false,
   });
+  await app.register(cookie);
   await app.register(multipart, {
     limits: { fileSize: config.maxUploadBytes, files: 16, fields: 20, parts: 40 },
     throwFileSizeLimit: true,
@@ -105,5 +115,8 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
   await app.register(async (scope) => monitorCompatRoutes(scope, ctx));
   await app.register(async (scope) => sourceRoutes(scope, ctx));
   await app.register(async (scope) => eventRoutes(scope, ctx));
+  await app.register(async (scope) => authRoutes(scope, ctx));
+  await app.register(async (scope) => settingsRoutes(scope, ctx));
+  await app.register(async (scope) => consoleRoutes(scope, ctx));
   return app;
 }

@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { config as loadDotenv } from "dotenv";
 
 /** Everything the server reads from its environment, validated once at start. */
@@ -13,6 +14,14 @@ export interface Config {
   apiKey: string | undefined;
   /** false only when MASKWATCH_AUTH=off. */
   auth: boolean;
+  /** The console's first admin, made at start when there are no users (else a one-time setup code is logged). */
+  admin: { username: string; password: string | undefined };
+  /** Console sessions: idle lifetime, and the cookie's Secure flag (auto: when the request came over HTTPS). */
+  session: { ttlHours: number; secureCookies: "auto" | "on" | "off" };
+  /** Fastify's trustProxy: believe X-Forwarded-For/-Proto from these peers (MASKWATCH_TRUST_PROXY). */
+  trustProxy: boolean | string[];
+  /** The built console (web/dist); served at / when present. */
+  webDir: string;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   logFile: string | undefined;
   corsOrigins: string[];
@@ -92,6 +101,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
       `${env.MASKWATCH_API_KEY ? "MASKWATCH_API_KEY" : "APP_TOKEN"}: must be at least 16 characters`,
     );
   }
+  const adminPassword = env.MASKWATCH_ADMIN_PASSWORD || undefined;
+  if (adminPassword !== undefined && adminPassword.length < 8)
+    problems.push("MASKWATCH_ADMIN_PASSWORD: must be at least 8 characters");
+  const adminUser = (env.MASKWATCH_ADMIN_USER || "admin").toLowerCase();
+  if (!/^[a-z0-9._-]{1,64}$/.test(adminUser))
+    problems.push(`MASKWATCH_ADMIN_USER=${env.MASKWATCH_ADMIN_USER}: letters, digits, '.', '_' or '-'`);
+  const secureCookies = (env.MASKWATCH_SECURE_COOKIES || "auto").toLowerCase();
+  if (!["auto", "on", "off"].includes(secureCookies))
+    problems.push(`MASKWATCH_SECURE_COOKIES=${env.MASKWATCH_SECURE_COOKIES}: must be auto, on or off`);
+  const proxyRaw = (env.MASKWATCH_TRUST_PROXY ?? "").trim();
+  const trustProxy = ["", "off", "false", "0"].includes(proxyRaw.toLowerCase())
+    ? false
+    : ["on", "true", "1"].includes(proxyRaw.toLowerCase())
+      ? true
+      : proxyRaw
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean);
   const onOff = (name: string, dflt: boolean): boolean => {
     const raw = (env[name] ?? "").toLowerCase();
     if (raw === "") return dflt;
@@ -121,6 +148,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     redisUrl: url("REDIS_URL", ["redis", "rediss"]),
     apiKey,
     auth: authRaw !== "off",
+    admin: { username: adminUser, password: adminPassword },
+    session: {
+      ttlHours: int("MASKWATCH_SESSION_HOURS", 168, 1, 24 * 365),
+      secureCookies: secureCookies as Config["session"]["secureCookies"],
+    },
+    trustProxy,
+    webDir: resolve(env.MASKWATCH_WEB_DIR || fileURLToPath(new URL("../../web/dist", import.meta.url))),
     logLevel: logLevel as Config["logLevel"],
     logFile: env.MASKWATCH_LOG_FILE || undefined,
     corsOrigins,
@@ -158,6 +192,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
   return {
     ...config,
     apiKey: config.apiKey ? `${config.apiKey.slice(0, 3)}… (set)` : undefined,
+    admin: { username: config.admin.username, password: config.admin.password ? "(set)" : undefined },
     databaseUrl: config.databaseUrl ? hidePassword(config.databaseUrl) : undefined,
     redisUrl: config.redisUrl ? hidePassword(config.redisUrl) : undefined,
   };

@@ -1,8 +1,10 @@
 import type { Database } from "../store/db.ts";
+import type { UserRole } from "../store/users.ts";
 import type { StreamManager } from "../streams/manager.ts";
 import type { InferencePool } from "../vision/pool.ts";
 import type { Config } from "./config.ts";
 import type { Metrics } from "./metrics.ts";
+import type { RuntimeSettings } from "./settings.ts";
 
 /** What the routes share: built once in main.ts, passed to each plugin. */
 export interface ServerContext {
@@ -11,11 +13,18 @@ export interface ServerContext {
   db: Database;
   metrics: Metrics;
   streams: StreamManager;
+  /** The one-time code that lets the first admin be made from the console (while there are no users). */
+  setup: { code: string | undefined };
+  /** Monitoring and retention settings as changed from the console (see settings.ts). */
+  settings: RuntimeSettings;
 }
 
 declare module "fastify" {
   interface FastifyRequest {
     /** The caller's key, once authenticated (undefined with auth off). */
     apiKey?: { id: string; name: string; scopes: string[] };
+    /** The console user, when the request came with a session cookie. */
+    user?: { id: string; username: string; role: UserRole };
+    session?: { id: string; csrfToken: string };
   }
 }

@@ -2,12 +2,15 @@ import { mkdir } from "node:fs/promises";
 import type { FastifyInstance } from "fastify";
 import { openDatabase } from "../store/db.ts";
 import { pruneEvents } from "../store/retention.ts";
+import { deleteExpiredSessions } from "../store/sessions.ts";
 import { StreamManager } from "../streams/manager.ts";
 import { InferencePool } from "../vision/pool.ts";
+import { ensureAdmin } from "./accounts.ts";
 import { buildApp } from "./app.ts";
 import { type Config, describeConfig } from "./config.ts";
 import type { ServerContext } from "./context.ts";
 import { Metrics } from "./metrics.ts";
+import { applySettings, loadSettings } from "./settings.ts";
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -44,9 +47,27 @@ export async function startServer(config: Config): Promise<RunningServer> {
   });
   const metrics = new Metrics();
   metrics.observeStreams(streams.bus);
-  const ctx: ServerContext = { config, pool, db, metrics, streams };
+  const settings = await loadSettings(db, config);
+  applySettings(settings, streams);
+  const admin = await ensureAdmin(db, config);
+  const ctx: ServerContext = {
+    config,
+    pool,
+    db,
+    metrics,
+    streams,
+    settings,
+    setup: { code: admin.setupCode },
+  };
   const app = await buildApp(ctx);
   app.log.info({ config: describeConfig(config) }, "starting");
+  if (admin.created)
+    app.log.info({ user: admin.created }, "console admin made from MASKWATCH_ADMIN_PASSWORD");
+  if (admin.setupCode)
+    app.log.warn(
+      { setupCode: admin.setupCode },
+      `no console users yet: open the console and make the admin with setup code ${admin.setupCode}`,
+    );
   // Listen first: /health answers while the models load; /ready says when they have.
   const url = await app.listen({ port: config.port, host: config.host });
   pool.start().then(
@@ -56,9 +77,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
   // Sources left running resume; a bad one reports in its status and never stops the server.
   await streams.init().catch((err) => app.log.error({ err }, "sources could not be resumed"));
   const prune = async () => {
-    if (!config.retentionDays) return;
+    await deleteExpiredSessions(db).catch((err) => app.log.error({ err }, "expired sessions not removed"));
+    if (!settings.retention_days) return;
     try {
-      const r = await pruneEvents(db, config.dataDir, config.retentionDays);
+      const r = await pruneEvents(db, config.dataDir, settings.retention_days);
       if (r.deleted) app.log.info(r, "retention: old events deleted");
     } catch (err) {
       app.log.error({ err }, "retention failed");

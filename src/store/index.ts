@@ -4,6 +4,7 @@ export * from "./db.ts";
 export * from "./events.ts";
 export * from "./migrations.ts";
 export * from "./retention.ts";
+export * from "./sessions.ts";
 export * from "./settings.ts";
 export * from "./sources.ts";
 export * from "./users.ts";

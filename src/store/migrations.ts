@@ -98,6 +98,24 @@ export const migrations: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    id: 3,
+    name: "sessions",
+    up: [
+      // Console sessions: only the token's sha256 is stored; deleting the user ends them.
+      `CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        csrf_token TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_seen_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+      )`,
+      "CREATE INDEX sessions_user_idx ON sessions (user_id)",
+      "CREATE INDEX sessions_expires_idx ON sessions (expires_at)",
+    ],
+  },
 ];
 
 /** Any PostgreSQL advisory-lock key unique to maskwatch's migrator. */

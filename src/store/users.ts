@@ -202,3 +202,11 @@ export async function setPassword(db: Database, idOrUsername: string, password: 
   if (changes === 0) throw new StoreError("not_found", `no user "${String(idOrUsername).trim()}"`);
   return user;
 }
+
+/** How many users there are (with `role`, when given). */
+export async function countUsers(db: Database, role?: UserRole): Promise<number> {
+  const rows = role
+    ? await db.query<{ n: number }>("SELECT COUNT(*) AS n FROM users WHERE role = ?", [role])
+    : await db.query<{ n: number }>("SELECT COUNT(*) AS n FROM users");
+  return Number(rows[0]?.n ?? 0);
+}

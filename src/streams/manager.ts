@@ -131,6 +131,16 @@ export class StreamManager {
 
   constructor(private readonly options: StreamManagerOptions) {}
 
+  /** The live-analysis settings every monitor shares. */
+  get settings(): Readonly<MonitorSettings> {
+    return this.options.settings;
+  }
+
+  /** Change the shared settings: from the next frame, but the smoothing window from each source's next start. */
+  updateSettings(patch: Partial<Omit<MonitorSettings, "dataDir">>): void {
+    Object.assign(this.options.settings, patch);
+  }
+
   /** Records the default source (when configured) and resumes the sources left running. */
   async init(): Promise<void> {
     const { db, defaultSource } = this.options;

@@ -23,6 +23,8 @@ export type Analyze = (image: RgbImage, options: AnalyzeOptions) => Promise<{ fa
 export interface MonitorSettings {
   /** Detector for live frames (default blazeface: the fast one). */
   detector: string;
+  /** The detector's score threshold (default: the detector's). */
+  threshold?: number;
   /** The classifier's mask threshold per frame (default: the classifier's). */
   maskThreshold?: number;
   minFaceSize?: number;
@@ -93,7 +95,7 @@ const VIOLATIONS: ReadonlySet<MaskLabel> = new Set(["no_mask", "incorrect"]);
 
 export class SourceMonitor {
   readonly mjpeg = new MjpegHub();
-  private readonly tracker: Tracker;
+  private tracker: Tracker;
   private capture: FfmpegCapture | undefined;
   private state: MonitorState = "stopped";
   private busy = false;
@@ -124,7 +126,8 @@ export class SourceMonitor {
 
   start(): void {
     if (this.running) return;
-    this.tracker.reset();
+    // Settings may have changed since the last run (the smoothing window among them).
+    this.tracker = new Tracker({ window: this.settings.window });
     this.lastViolation.clear();
     this.visible = [];
     this.frames = 0;
@@ -234,6 +237,7 @@ export class SourceMonitor {
         this.settings.maskThreshold === undefined ? true : { threshold: this.settings.maskThreshold };
       ({ faces } = await this.deps.analyze(copy, {
         detector: this.settings.detector,
+        threshold: this.settings.threshold,
         mask,
         minFaceSize: this.settings.minFaceSize,
       }));
