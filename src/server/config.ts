@@ -17,7 +17,7 @@ export interface Config {
   /** The console's first admin, made at start when there are no users (else a one-time setup code is logged). */
   admin: { username: string; password: string | undefined };
   /** Console sessions: idle lifetime, and the cookie's Secure flag (auto: when the request came over HTTPS). */
-  session: { ttlHours: number; secureCookies: "auto" | "on" | "off" };
+  session: { ttlHours: number; secureCookies: "auto" | "on" | "off"; loginAttempts: number };
   /** Fastify's trustProxy: believe X-Forwarded-For/-Proto from these peers (MASKWATCH_TRUST_PROXY). */
   trustProxy: boolean | string[];
   /** The built console (web/dist); served at / when present. */
@@ -152,6 +152,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     session: {
       ttlHours: int("MASKWATCH_SESSION_HOURS", 168, 1, 24 * 365),
       secureCookies: secureCookies as Config["session"]["secureCookies"],
+      loginAttempts: int("MASKWATCH_LOGIN_RATE_LIMIT", 10, 1, 1_000_000),
     },
     trustProxy,
     webDir: resolve(env.MASKWATCH_WEB_DIR || fileURLToPath(new URL("../../web/dist", import.meta.url))),

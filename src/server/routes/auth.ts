@@ -25,9 +25,6 @@ const credentials = {
   additionalProperties: false,
 } as const;
 
-/** Guessing passwords is slow: few tries per client address a minute. */
-const LOGIN_LIMIT = { rateLimit: { max: 10, timeWindow: 60_000 } };
-
 const presentUser = (u: UserRecord) => ({
   id: u.id,
   username: u.username,
@@ -39,6 +36,8 @@ const presentUser = (u: UserRecord) => ({
 /** Console sign-in: first-run setup, login/logout, the session, password change; users for admins. */
 export async function authRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
   const ttlMs = ctx.config.session.ttlHours * 3_600_000;
+  // Guessing passwords is slow: few tries per client address a minute.
+  const LOGIN_LIMIT = { rateLimit: { max: ctx.config.session.loginAttempts, timeWindow: 60_000 } };
   const signedIn = (request: FastifyRequest) => {
     if (!request.user || !request.session)
       throw new HttpError(401, "not_logged_in", "sign in to the console first");

@@ -20,7 +20,7 @@ export async function consoleRoutes(app: FastifyInstance, ctx: ServerContext): P
 
   const page = (reply: FastifyReply) => {
     reply.header("cache-control", "no-cache");
-    if (built) return reply.sendFile("index.html");
+    if (built) return reply.sendFile("index.html", { cacheControl: false });
     reply.status(503).type("text/html; charset=utf-8");
     return "<!doctype html><title>Maskwatch</title><p>The console is not built: run <code>npm run build:web</code>.</p>";
   };
@@ -37,7 +37,7 @@ export async function consoleRoutes(app: FastifyInstance, ctx: ServerContext): P
           "cache-control",
           rel.startsWith("/assets/") ? "public, max-age=31536000, immutable" : "no-cache",
         );
-        return reply.sendFile(rel.slice(1));
+        return reply.sendFile(rel.slice(1), { cacheControl: false });
       }
       const accept = request.headers.accept ?? "";
       if (path !== "/" && !accept.includes("text/html"))
