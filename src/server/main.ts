@@ -68,11 +68,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
       { setupCode: admin.setupCode },
       `no console users yet: open the console and make the admin with setup code ${admin.setupCode}`,
     );
+  let closing: Promise<void> | undefined;
   // Listen first: /health answers while the models load; /ready says when they have.
   const url = await app.listen({ port: config.port, host: config.host });
   pool.start().then(
     () => app.log.info("models loaded"),
-    (err) => app.log.error({ err }, "the inference workers failed to start"),
+    // Closing while the workers load ends them on purpose.
+    (err) => closing || app.log.error({ err }, "the inference workers failed to start"),
   );
   // Sources left running resume; a bad one reports in its status and never stops the server.
   await streams.init().catch((err) => app.log.error({ err }, "sources could not be resumed"));
@@ -89,7 +91,6 @@ export async function startServer(config: Config): Promise<RunningServer> {
   void prune();
   const retention = setInterval(prune, 3_600_000);
   retention.unref();
-  let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
       clearInterval(retention);

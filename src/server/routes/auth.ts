@@ -55,7 +55,8 @@ export async function authRoutes(app: FastifyInstance, ctx: ServerContext): Prom
       // Public so that it can answer "not signed in" itself; an API key is not a console session.
       const token = request.cookies[SESSION_COOKIE];
       const active = token ? await findSession(ctx.db, token, { ttlMs }) : undefined;
-      if (!active) throw new HttpError(401, "not_logged_in", "not signed in");
+      // Signed out is an answer, not an error: browsers log every 4xx in the console.
+      if (!active) return { auth: true, user: null, csrf_token: null };
       const { id, username, role } = active.user;
       return { auth: true, user: { id, username, role }, csrf_token: active.session.csrfToken };
     },
