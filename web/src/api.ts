@@ -120,6 +120,15 @@ export interface CompatStats {
   activity: { time: string; message: string; type: string }[];
 }
 
+/** A source's status as the live feed sends it (the monitor's own camelCase fields). */
+export interface LiveStatus {
+  id: string;
+  state: SourceState;
+  fps: number;
+  faces: number;
+  lastError: string | null;
+}
+
 export interface LiveTrack {
   id: number;
   box: Box;
@@ -188,7 +197,7 @@ export function setCsrfToken(token: string | null): void {
   csrfToken = token;
 }
 
-/** Called when any request answers 401 not_logged_in (the session ended or expired). */
+/** Called when a request answers 401 because the session ended or expired. */
 export function onNotLoggedIn(handler: (() => void) | null): void {
   notLoggedInHandler = handler;
 }
@@ -217,7 +226,13 @@ export async function api<T>(path: string, options: RequestOptions = {}): Promis
 
   let response: Response;
   try {
-    response = await fetch(path, { method, headers, body, credentials: "same-origin", signal: options.signal });
+    response = await fetch(path, {
+      method,
+      headers,
+      body,
+      credentials: "same-origin",
+      signal: options.signal,
+    });
   } catch (err) {
     if (options.signal?.aborted) throw err;
     throw new ApiError(0, "network_error", "Cannot reach the Maskwatch server. Check that it is running.");
@@ -228,7 +243,8 @@ export async function api<T>(path: string, options: RequestOptions = {}): Promis
   if (!response.ok) {
     const err = data as { code?: string; message?: string } | null;
     const code = err?.code ?? `http_${response.status}`;
-    if (response.status === 401 && code === "not_logged_in") notLoggedInHandler?.();
+    // Any 401 but a failed sign-in means the session is gone (expired, ended elsewhere, user removed).
+    if (response.status === 401 && code !== "invalid_credentials") notLoggedInHandler?.();
     throw new ApiError(response.status, code, err?.message ?? `${response.status} ${response.statusText}`);
   }
   return data as T;

@@ -107,7 +107,11 @@ export class CameraSession {
       return;
     }
     if (msg.type === "tracks") {
-      this.callbacks.answer({ tracks: msg.tracks ?? [], width: this.canvas.width, height: this.canvas.height });
+      this.callbacks.answer({
+        tracks: msg.tracks ?? [],
+        width: this.canvas.width,
+        height: this.canvas.height,
+      });
       this.sendFrame();
     } else if (msg.type === "error") {
       this.callbacks.frameError(msg.message ?? "The server could not analyse a frame.");

@@ -7,7 +7,7 @@ export const LABEL_TEXT: Record<MaskLabel, string> = {
 };
 
 /** Box colours by label, the same on every canvas (no label yet: grey). */
-export const LABEL_COLOR: Record<MaskLabel | "none", string> = {
+const LABEL_COLOR: Record<MaskLabel | "none", string> = {
   mask: "#16a34a",
   incorrect: "#f59e0b",
   no_mask: "#dc2626",

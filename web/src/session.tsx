@@ -1,6 +1,14 @@
 /** Who is using the console: loaded once, changed by signing in/out, lost on any 401 not_logged_in. */
 import { createContext, type ReactNode, useCallback, useContext, useEffect, useMemo, useState } from "react";
-import { ApiError, api, onNotLoggedIn, type SessionInfo, type SignedIn, setCsrfToken, type User } from "./api.ts";
+import {
+  ApiError,
+  api,
+  onNotLoggedIn,
+  type SessionInfo,
+  type SignedIn,
+  setCsrfToken,
+  type User,
+} from "./api.ts";
 
 export type SessionState =
   | { status: "loading" }
@@ -29,7 +37,12 @@ export function SessionProvider({ children }: { children: ReactNode }) {
     try {
       const info = await api<SessionInfo>("/api/v1/auth/session");
       setCsrfToken(info.csrf_token);
-      setState({ status: "signed-in", auth: info.auth, user: info.user });
+      // Signed out is a 401, or (equally) an answer with authentication on and no user.
+      setState(
+        info.auth && !info.user
+          ? { status: "signed-out" }
+          : { status: "signed-in", auth: info.auth, user: info.user },
+      );
     } catch (err) {
       setCsrfToken(null);
       if (err instanceof ApiError && err.status === 401) setState({ status: "signed-out" });

@@ -1,4 +1,5 @@
 import type { ReactNode } from "react";
+import type { FeedState } from "../hooks.ts";
 
 export function Loading({ label = "Loading…" }: { label?: string }) {
   return (
@@ -28,5 +29,16 @@ export function EmptyState({ title, children }: { title: string; children?: Reac
       <p className="empty-title">{title}</p>
       {children && <div className="empty-body">{children}</div>}
     </div>
+  );
+}
+
+/** Whether a live (Server-Sent Events) feed is connected. */
+export function FeedIndicator({ state }: { state: FeedState }) {
+  const text = { connecting: "Connecting…", open: "Live", reconnecting: "Reconnecting…" }[state];
+  return (
+    <span className={`feed-state feed-state-${state}`} role="status">
+      <span className="dot" aria-hidden="true" />
+      {text}
+    </span>
   );
 }

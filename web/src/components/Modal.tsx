@@ -50,10 +50,7 @@ interface ConfirmRequest {
 }
 
 /** A confirm() that looks like the console: await confirm({...}) → true when confirmed. */
-export function useConfirm(): [
-  ReactNode,
-  (request: Omit<ConfirmRequest, "resolve">) => Promise<boolean>,
-] {
+export function useConfirm(): [ReactNode, (request: Omit<ConfirmRequest, "resolve">) => Promise<boolean>] {
   const [request, setRequest] = useState<ConfirmRequest | null>(null);
 
   const confirm = useCallback(
@@ -69,7 +66,7 @@ export function useConfirm(): [
     <Modal open={request !== null} title={request?.title ?? ""} onClose={() => answer(false)}>
       <p>{request?.message}</p>
       <div className="actions">
-        <button type="button" className="button" onClick={() => answer(false)} autoFocus>
+        <button type="button" className="button" onClick={() => answer(false)}>
           Cancel
         </button>
         <button type="button" className="button button-danger" onClick={() => answer(true)}>

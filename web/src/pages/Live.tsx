@@ -27,7 +27,10 @@ export function LivePage() {
       <PageHeader title="Live">
         <label className="inline-field">
           <span>Camera</span>
-          <select value={selected} onChange={(e) => setChoice(e.target.value === BROWSER ? null : e.target.value)}>
+          <select
+            value={selected}
+            onChange={(e) => setChoice(e.target.value === BROWSER ? null : e.target.value)}
+          >
             <option value={BROWSER}>This browser's camera</option>
             {serverSources.length > 0 && (
               <optgroup label="Server sources">
@@ -67,7 +70,9 @@ async function browserSourceId(isAdmin: boolean): Promise<string> {
     throw new Error(
       "There is no browser source yet. An admin can create one by starting this page's camera once.",
     );
-  const created = await api<Source>("/api/v1/sources", { body: { name: BROWSER_SOURCE_NAME, kind: "browser" } });
+  const created = await api<Source>("/api/v1/sources", {
+    body: { name: BROWSER_SOURCE_NAME, kind: "browser" },
+  });
   return created.id;
 }
 
@@ -160,14 +165,13 @@ function BrowserCamera({ isAdmin }: { isAdmin: boolean }) {
       {error && <ErrorNotice message={error} />}
       {frameError && <p className="notice notice-warning">Last frame: {frameError}</p>}
       <div className={phase === "off" ? "video-frame video-frame-off" : "video-frame"}>
-        <video ref={video} muted playsInline aria-label="Camera preview" />
+        <video ref={video} muted playsInline aria-label="Live video from this browser" />
         <canvas
           ref={overlay}
           className="overlay"
           data-testid="live-overlay"
           data-tracks={stats.tracks}
           data-frames={stats.frames}
-          aria-hidden="true"
         />
         {phase === "off" && (
           <p className="video-placeholder">
@@ -209,10 +213,11 @@ function drawTrack(ctx: CanvasRenderingContext2D, track: LiveTrack, line: number
   const width = ctx.measureText(text).width + 8;
   const height = font + 6;
   const top = y1 - height >= 0 ? y1 - height : y1;
+  const left = Math.max(0, Math.min(x1 - line / 2, ctx.canvas.width - width));
   ctx.fillStyle = color;
-  ctx.fillRect(x1 - line / 2, top, width, height);
+  ctx.fillRect(left, top, width, height);
   ctx.fillStyle = "#fff";
-  ctx.fillText(text, x1 + 4 - line / 2, top + 3);
+  ctx.fillText(text, left + 4, top + 3);
 }
 
 function Legend() {

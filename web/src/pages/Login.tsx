@@ -40,7 +40,6 @@ export function LoginPage() {
             name="username"
             autoComplete="username"
             required
-            autoFocus
             value={username}
             onChange={(e) => setUsername(e.target.value)}
           />

@@ -66,7 +66,6 @@ export function SetupPage() {
             name="setup_code"
             autoComplete="one-time-code"
             required
-            autoFocus
             spellCheck={false}
             value={setupCode}
             onChange={(e) => setSetupCode(e.target.value)}

@@ -1,4 +1,4 @@
-import { type DragEvent, useEffect, useMemo, useRef, useState } from "react";
+import { type DragEvent, useEffect, useId, useMemo, useRef, useState } from "react";
 import { api, type DetectResult, errorMessage, isAbort, type ModelsInfo, query } from "../api.ts";
 import { ErrorNotice } from "../components/Feedback.tsx";
 import { PageHeader } from "../components/Layout.tsx";
@@ -47,6 +47,11 @@ function detectQuery(c: Controls): string {
 
 interface Picture {
   file: File;
+  /**
+   * The file's bytes in memory: sent as a disk-backed File, Chromium's devtools (and so the
+   * browser tests) lose the answer's body.
+   */
+  bytes: Blob;
   bitmap: ImageBitmap;
 }
 
@@ -62,7 +67,9 @@ export function UploadPage() {
   const canvas = useRef<HTMLCanvasElement>(null);
 
   const detector = controls.detector || models.data?.default_detector || "";
-  const params = useDebounced(detectQuery({ ...controls, detector }), 300);
+  // Moving a slider waits for it to rest; the default detector becoming known does not.
+  const settled = useDebounced(controls, 300);
+  const params = detectQuery({ ...settled, detector: settled.detector || detector });
   const set = (patch: Partial<Controls>) => setControls((c) => ({ ...c, ...patch }));
 
   const choose = async (file: File | undefined) => {
@@ -74,9 +81,10 @@ export function UploadPage() {
     try {
       // An ImageBitmap needs no object URL, which the server's Content-Security-Policy would block.
       const bitmap = await createImageBitmap(file);
+      const bytes = new Blob([await file.arrayBuffer()], { type: file.type });
       setPicture((old) => {
         old?.bitmap.close();
-        return { file, bitmap };
+        return { file, bytes, bitmap };
       });
       setError(null);
     } catch {
@@ -88,7 +96,7 @@ export function UploadPage() {
     if (!picture || !detector) return;
     const controller = new AbortController();
     setRunning(true);
-    api<DetectResult>(`/api/v1/detect${params}`, { body: picture.file, signal: controller.signal })
+    api<DetectResult>(`/api/v1/detect${params}`, { body: picture.bytes, signal: controller.signal })
       .then((result) => {
         setAnswer({ picture, result });
         setError(null);
@@ -220,7 +228,11 @@ export function UploadPage() {
             />
           )}
           <label className="check">
-            <input type="checkbox" checked={controls.mask} onChange={(e) => set({ mask: e.target.checked })} />
+            <input
+              type="checkbox"
+              checked={controls.mask}
+              onChange={(e) => set({ mask: e.target.checked })}
+            />
             Check masks
           </label>
           {controls.mask && (
@@ -283,21 +295,21 @@ interface SliderProps {
 
 /** A range input whose value may be "default" (null) until it is moved; Reset goes back. */
 function Slider({ label, value, fallback, onChange, min = 0, max = 1, step = 0.01, unit = "" }: SliderProps) {
+  const id = useId();
   const digits = step < 1 ? 2 : 0;
   return (
     <div className="slider">
-      <label className="slider-label">
-        <span>{label}</span>
-        <output>{value === null ? "default" : `${value.toFixed(digits)}${unit}`}</output>
-        <input
-          type="range"
-          min={min}
-          max={max}
-          step={step}
-          value={value ?? fallback}
-          onChange={(e) => onChange(Number(e.target.value))}
-        />
-      </label>
+      <label htmlFor={id}>{label}</label>
+      <output htmlFor={id}>{value === null ? "default" : `${value.toFixed(digits)}${unit}`}</output>
+      <input
+        id={id}
+        type="range"
+        min={min}
+        max={max}
+        step={step}
+        value={value ?? fallback}
+        onChange={(e) => onChange(Number(e.target.value))}
+      />
       {value !== null && (
         <button type="button" className="link-button" onClick={() => onChange(null)}>
           Reset
@@ -316,9 +328,9 @@ function drawResult(canvas: HTMLCanvasElement, bitmap: ImageBitmap, result: Dete
   if (!ctx) return;
   ctx.drawImage(bitmap, 0, 0);
   if (!result) return;
-  const unit = Math.max(bitmap.width, bitmap.height) / 500;
-  const line = Math.max(2, Math.round(unit * 1.5));
-  const font = Math.max(12, Math.round(unit * 9));
+  const side = Math.max(bitmap.width, bitmap.height);
+  const line = Math.max(2, Math.round(side / 250));
+  const font = Math.max(13, Math.round(side / 36));
   ctx.font = `600 ${font}px system-ui, sans-serif`;
   ctx.textBaseline = "top";
   for (const face of result.faces) {
@@ -339,8 +351,9 @@ function drawResult(canvas: HTMLCanvasElement, bitmap: ImageBitmap, result: Dete
     const width = ctx.measureText(text).width + 8;
     const height = font + 6;
     const top = y1 - height >= 0 ? y1 - height : y2;
-    ctx.fillRect(x1 - line / 2, top, width, height);
+    const left = Math.max(0, Math.min(x1 - line / 2, canvas.width - width));
+    ctx.fillRect(left, top, width, height);
     ctx.fillStyle = "#fff";
-    ctx.fillText(text, x1 + 4 - line / 2, top + 3);
+    ctx.fillText(text, left + 4, top + 3);
   }
 }

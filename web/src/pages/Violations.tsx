@@ -1,0 +1,233 @@
+import { useEffect, useMemo, useState } from "react";
+import { api, type EventItem, type EventsPage, errorMessage, isAbort, query, type Source } from "../api.ts";
+import { LabelBadge } from "../components/Badges.tsx";
+import { EmptyState, ErrorNotice, FeedIndicator, Loading } from "../components/Feedback.tsx";
+import { PageHeader } from "../components/Layout.tsx";
+import { Modal } from "../components/Modal.tsx";
+import { formatTime, localInputToIso, percent } from "../format.ts";
+import { useDebounced, useDocumentTitle, useEventSource, useFetch } from "../hooks.ts";
+
+const PAGE_SIZE = 50;
+/** How long a violation that arrived live stays highlighted. */
+const HIGHLIGHT_MS = 6000;
+
+interface Filters {
+  from: string;
+  to: string;
+  source: string;
+  label: "" | "no_mask" | "incorrect";
+}
+
+const NO_FILTERS: Filters = { from: "", to: "", source: "", label: "" };
+
+export function ViolationsPage() {
+  useDocumentTitle("Violations");
+  // Refreshed now and then so that a source added meanwhile gets its name.
+  const sources = useFetch<{ sources: Source[] }>("/api/v1/sources", 60_000);
+  const [filters, setFilters] = useState<Filters>(NO_FILTERS);
+  const applied = useDebounced(filters, 400);
+  const [rows, setRows] = useState<EventItem[]>([]);
+  const [cursor, setCursor] = useState<string | null>(null);
+  const [loading, setLoading] = useState(true);
+  const [loadingMore, setLoadingMore] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const [fresh, setFresh] = useState<ReadonlySet<number>>(new Set());
+  const [shown, setShown] = useState<EventItem | null>(null);
+
+  const range = useMemo(
+    () => ({ from: localInputToIso(applied.from), to: localInputToIso(applied.to), source: applied.source }),
+    [applied],
+  );
+  const listQuery = query({ ...range, label: applied.label, kind: "violation", limit: PAGE_SIZE });
+
+  useEffect(() => {
+    const controller = new AbortController();
+    setLoading(true);
+    setError(null);
+    api<EventsPage>(`/api/v1/events${listQuery}`, { signal: controller.signal })
+      .then((page) => {
+        setRows(page.events);
+        setCursor(page.next_cursor);
+      })
+      .catch((err) => {
+        if (!isAbort(err)) setError(errorMessage(err));
+      })
+      .finally(() => {
+        if (!controller.signal.aborted) setLoading(false);
+      });
+    return () => controller.abort();
+  }, [listQuery]);
+
+  const loadMore = async () => {
+    if (!cursor) return;
+    setLoadingMore(true);
+    try {
+      const page = await api<EventsPage>(`/api/v1/events${listQuery}&cursor=${encodeURIComponent(cursor)}`);
+      setRows((r) => {
+        const seen = new Set(r.map((e) => e.id));
+        return [...r, ...page.events.filter((e) => !seen.has(e.id))];
+      });
+      setCursor(page.next_cursor);
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setLoadingMore(false);
+    }
+  };
+
+  // Violations committed from now on join the top of the list when they match the filters.
+  const feedState = useEventSource(`/api/v1/live${query({ frames: false, source: range.source })}`, {
+    event: (data) => {
+      const e = data as EventItem;
+      if (e.kind !== "violation" || (applied.label && e.label !== applied.label)) return;
+      const at = Date.parse(e.time);
+      if ((range.from && at < Date.parse(range.from)) || (range.to && at >= Date.parse(range.to))) return;
+      setRows((r) => (r.some((x) => x.id === e.id) ? r : [e, ...r]));
+      setFresh((f) => new Set(f).add(e.id));
+      window.setTimeout(
+        () =>
+          setFresh((f) => {
+            const next = new Set(f);
+            next.delete(e.id);
+            return next;
+          }),
+        HIGHLIGHT_MS,
+      );
+    },
+  });
+
+  const names = new Map(sources.data?.sources.map((s) => [s.id, s.name]));
+  const sourceName = (id: string) => names.get(id) ?? id;
+  const set = (patch: Partial<Filters>) => setFilters((f) => ({ ...f, ...patch }));
+  const filtered = JSON.stringify(filters) !== JSON.stringify(NO_FILTERS);
+
+  return (
+    <>
+      <PageHeader title="Violations">
+        <FeedIndicator state={feedState} />
+        <a
+          className="button"
+          href={`/api/v1/violations.csv${query(range)}`}
+          download
+          title="Every violation in the chosen period and source, both labels"
+        >
+          Export CSV
+        </a>
+      </PageHeader>
+
+      <form className="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filters">
+        <label className="field">
+          <span>From</span>
+          <input type="datetime-local" value={filters.from} onChange={(e) => set({ from: e.target.value })} />
+        </label>
+        <label className="field">
+          <span>To</span>
+          <input type="datetime-local" value={filters.to} onChange={(e) => set({ to: e.target.value })} />
+        </label>
+        <label className="field">
+          <span>Source</span>
+          <select value={filters.source} onChange={(e) => set({ source: e.target.value })}>
+            <option value="">All sources</option>
+            {sources.data?.sources.map((s) => (
+              <option key={s.id} value={s.id}>
+                {s.name}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label className="field">
+          <span>Label</span>
+          <select value={filters.label} onChange={(e) => set({ label: e.target.value as Filters["label"] })}>
+            <option value="">No mask and incorrect</option>
+            <option value="no_mask">No mask</option>
+            <option value="incorrect">Incorrect</option>
+          </select>
+        </label>
+        {filtered && (
+          <button type="button" className="button button-quiet" onClick={() => setFilters(NO_FILTERS)}>
+            Clear filters
+          </button>
+        )}
+      </form>
+
+      {error && <ErrorNotice message={error} />}
+      {loading && rows.length === 0 ? (
+        <Loading />
+      ) : rows.length === 0 && !error ? (
+        <EmptyState title={filtered ? "No violations match these filters." : "No violations recorded yet."}>
+          New ones appear here as they happen.
+        </EmptyState>
+      ) : (
+        <div className={loading ? "table-wrap is-refreshing" : "table-wrap"}>
+          <table className="table">
+            <thead>
+              <tr>
+                <th scope="col">Time</th>
+                <th scope="col">Source</th>
+                <th scope="col">Person</th>
+                <th scope="col">Label</th>
+                <th scope="col" className="num">
+                  Confidence
+                </th>
+                <th scope="col">Snapshot</th>
+              </tr>
+            </thead>
+            <tbody>
+              {rows.map((e) => (
+                <tr
+                  key={e.id}
+                  data-testid="violation-row"
+                  className={fresh.has(e.id) ? "row-fresh" : undefined}
+                >
+                  <td>
+                    <time dateTime={e.time}>{formatTime(e.time)}</time>
+                  </td>
+                  <td>{sourceName(e.source_id)}</td>
+                  <td>#{e.track_id}</td>
+                  <td>
+                    <LabelBadge label={e.label} />
+                  </td>
+                  <td className="num">{percent(e.confidence)}</td>
+                  <td>
+                    {e.snapshot_url ? (
+                      <button type="button" className="thumb" onClick={() => setShown(e)}>
+                        <img
+                          src={e.snapshot_url}
+                          alt={`Snapshot of person #${e.track_id}, ${formatTime(e.time)}`}
+                          loading="lazy"
+                          width={48}
+                          height={48}
+                        />
+                      </button>
+                    ) : (
+                      <span className="muted">—</span>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {cursor && rows.length > 0 && (
+        <div className="load-more">
+          <button type="button" className="button" onClick={loadMore} disabled={loadingMore}>
+            {loadingMore ? "Loading…" : "Load more"}
+          </button>
+        </div>
+      )}
+
+      <Modal open={shown !== null} title="Violation snapshot" onClose={() => setShown(null)} wide>
+        {shown?.snapshot_url && (
+          <figure className="snapshot">
+            <img src={shown.snapshot_url} alt={`Snapshot of person #${shown.track_id}`} />
+            <figcaption>
+              {formatTime(shown.time)} · {sourceName(shown.source_id)} · person #{shown.track_id} ·{" "}
+              <LabelBadge label={shown.label} /> {percent(shown.confidence)}
+            </figcaption>
+          </figure>
+        )}
+      </Modal>
+    </>
+  );
+}
