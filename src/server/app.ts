@@ -18,6 +18,7 @@ import { consoleRoutes } from "./routes/console.ts";
 import { detectRoutes } from "./routes/detect.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { healthRoutes } from "./routes/health.ts";
+import { jobRoutes } from "./routes/jobs.ts";
 import { keyRoutes } from "./routes/keys.ts";
 import { monitorCompatRoutes } from "./routes/monitor-compat.ts";
 import { settingsRoutes } from "./routes/settings.ts";
@@ -92,6 +93,10 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
     hook: "preHandler",
     global: true,
     timeWindow: 60_000,
+    // With REDIS_URL the counters are shared by every replica; if Redis fails, requests pass.
+    ...(ctx.cluster
+      ? { redis: ctx.cluster.redis, nameSpace: "maskwatch:ratelimit:", skipOnError: true }
+      : {}),
     keyGenerator: (request) => (request.apiKey ? `key:${request.apiKey.id}` : `ip:${request.ip}`),
     max: (request) => (request.apiKey ? config.rateLimitPerKey : config.rateLimitPerIp),
     allowList: (request) => ["/health", "/ready", "/metrics"].includes(request.url.split("?")[0]),
@@ -115,6 +120,7 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
   await app.register(async (scope) => monitorCompatRoutes(scope, ctx));
   await app.register(async (scope) => sourceRoutes(scope, ctx));
   await app.register(async (scope) => eventRoutes(scope, ctx));
+  await app.register(async (scope) => jobRoutes(scope, ctx));
   await app.register(async (scope) => authRoutes(scope, ctx));
   await app.register(async (scope) => settingsRoutes(scope, ctx));
   await app.register(async (scope) => consoleRoutes(scope, ctx));

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { config as loadDotenv } from "dotenv";
 
@@ -46,8 +46,14 @@ export interface Config {
     snapshots: boolean;
     blur: boolean;
   };
+  /** With REDIS_URL: how long a source's lease lasts unrenewed (a dead replica's sources move after it). */
+  leaseMs: number;
+  /** With REDIS_URL: the URL other replicas reach this one at (MASKWATCH_ADVERTISE_URL). */
+  advertiseUrl: string | undefined;
   /** Events and snapshots older than this many days are deleted (0: kept for ever). */
   retentionDays: number;
+  /** Batch jobs: largest upload (zip or video) or packed folder; the only folder tree folder jobs may read. */
+  jobs: { maxBytes: number; root: string | undefined };
 }
 
 export class ConfigError extends Error {
@@ -130,6 +136,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
   const fps = Number(env.MASKWATCH_STREAM_FPS || 15);
   if (!(fps >= 0.1 && fps <= 60))
     problems.push(`MASKWATCH_STREAM_FPS=${env.MASKWATCH_STREAM_FPS}: must be a number from 0.1 to 60`);
+  if (env.MASKWATCH_JOBS_ROOT && !isAbsolute(env.MASKWATCH_JOBS_ROOT))
+    problems.push(`MASKWATCH_JOBS_ROOT=${env.MASKWATCH_JOBS_ROOT}: must be an absolute path`);
   const corsOrigins = (env.MASKWATCH_CORS_ORIGINS ?? "")
     .split(",")
     .map((s) => s.trim())
@@ -178,6 +186,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
       blur: onOff("MASKWATCH_BLUR_SNAPSHOTS", false),
     },
     retentionDays: int("MASKWATCH_RETENTION_DAYS", 0, 0, 36_500),
+    jobs: {
+      maxBytes: int("MASKWATCH_JOB_MAX_BYTES", 200 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+      root: env.MASKWATCH_JOBS_ROOT ? resolve(env.MASKWATCH_JOBS_ROOT) : undefined,
+    },
+    leaseMs: int("MASKWATCH_LEASE_MS", 5000, 1000, 600_000),
+    advertiseUrl: url("MASKWATCH_ADVERTISE_URL", ["http", "https"]),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

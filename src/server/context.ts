@@ -1,3 +1,5 @@
+import type { Cluster } from "../cluster/index.ts";
+import type { JobService } from "../jobs/service.ts";
 import type { Database } from "../store/db.ts";
 import type { UserRole } from "../store/users.ts";
 import type { StreamManager } from "../streams/manager.ts";
@@ -17,6 +19,10 @@ export interface ServerContext {
   setup: { code: string | undefined };
   /** Monitoring and retention settings as changed from the console (see settings.ts). */
   settings: RuntimeSettings;
+  /** Batch jobs: submit, cancel, and the queue worker (BullMQ with REDIS_URL, else in-process). */
+  jobs: JobService;
+  /** Set when REDIS_URL makes this process one replica of several. */
+  cluster?: Cluster;
 }
 
 declare module "fastify" {

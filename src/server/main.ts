@@ -1,5 +1,9 @@
 import { mkdir } from "node:fs/promises";
+import { hostname } from "node:os";
 import type { FastifyInstance } from "fastify";
+import { joinCluster } from "../cluster/index.ts";
+import { DEFAULT_MAX_IMAGES, uncompressedLimit } from "../jobs/inputs.ts";
+import { JobService } from "../jobs/service.ts";
 import { openDatabase } from "../store/db.ts";
 import { pruneEvents } from "../store/retention.ts";
 import { deleteExpiredSessions } from "../store/sessions.ts";
@@ -23,6 +27,13 @@ export interface RunningServer {
 export async function startServer(config: Config): Promise<RunningServer> {
   await mkdir(config.dataDir, { recursive: true });
   const db = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+  // With REDIS_URL this process is one replica of several: fail now if Redis cannot be reached.
+  const cluster = config.redisUrl
+    ? await joinCluster(config.redisUrl, { leaseMs: config.leaseMs }).catch(async (err) => {
+        await db.close();
+        throw err;
+      })
+    : undefined;
   const pool = new InferencePool({
     size: config.workers || undefined,
     threadsPerWorker: config.threadsPerWorker,
@@ -44,12 +55,26 @@ export async function startServer(config: Config): Promise<RunningServer> {
       maxWidth: config.stream.maxWidth,
     },
     defaultSource: config.source,
+    leases: cluster?.leases,
   });
+  await cluster?.attach(streams.bus);
   const metrics = new Metrics();
-  metrics.observeStreams(streams.bus);
+  metrics.observeStreams(streams.bus, () => cluster?.relaying() ?? false);
   const settings = await loadSettings(db, config);
   applySettings(settings, streams);
   const admin = await ensureAdmin(db, config);
+  const jobs = new JobService({
+    db,
+    pool,
+    redisUrl: config.redisUrl,
+    defaultDetector: config.detector,
+    limits: {
+      maxBytes: config.jobs.maxBytes,
+      maxImages: DEFAULT_MAX_IMAGES,
+      maxUncompressedBytes: uncompressedLimit(config.jobs.maxBytes),
+      maxImageBytes: config.maxUploadBytes,
+    },
+  });
   const ctx: ServerContext = {
     config,
     pool,
@@ -57,6 +82,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
     metrics,
     streams,
     settings,
+    jobs,
+    cluster,
     setup: { code: admin.setupCode },
   };
   const app = await buildApp(ctx);
@@ -71,6 +98,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
   let closing: Promise<void> | undefined;
   // Listen first: /health answers while the models load; /ready says when they have.
   const url = await app.listen({ port: config.port, host: config.host });
+  if (cluster)
+    cluster.leases.address = (config.advertiseUrl ?? advertisedUrl(config, url)).replace(/\/+$/, "");
   pool.start().then(
     () => app.log.info("models loaded"),
     // Closing while the workers load ends them on purpose.
@@ -78,6 +107,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   );
   // Sources left running resume; a bad one reports in its status and never stops the server.
   await streams.init().catch((err) => app.log.error({ err }, "sources could not be resumed"));
+  await jobs.start(app.log).catch((err) => app.log.error({ err }, "the batch job worker failed to start"));
   const prune = async () => {
     await deleteExpiredSessions(db).catch((err) => app.log.error({ err }, "expired sessions not removed"));
     if (!settings.retention_days) return;
@@ -96,10 +126,18 @@ export async function startServer(config: Config): Promise<RunningServer> {
       clearInterval(retention);
       await streams.close();
       await app.close();
+      await jobs.close();
+      await cluster?.close();
       await pool.close();
       await db.close();
     })();
     return closing;
   };
   return { app, url, close };
+}
+
+/** How other replicas reach this one: the listening URL, or the host name when bound to every interface. */
+function advertisedUrl(config: Config, url: string): string {
+  if (!["0.0.0.0", "::", ""].includes(config.host)) return url;
+  return `http://${hostname()}:${new URL(url).port}`;
 }

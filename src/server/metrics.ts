@@ -75,12 +75,16 @@ export class Metrics {
   }
 
   /** Counts what the source monitors announce. */
-  observeStreams(bus: MonitorBus): void {
+  /** Counts this replica's own work (`relayed` is true for another replica's messages). */
+  observeStreams(bus: MonitorBus, relayed: () => boolean = () => false): void {
     bus.on("event", (e) => {
+      if (relayed()) return;
       this.events.inc({ source: e.sourceId, kind: e.kind, label: e.label });
       this.eventLatency.observe(Math.max(0, Date.now() - e.at) / 1000);
     });
-    bus.on("frame", (f) => this.frames.inc({ source: f.sourceId }));
+    bus.on("frame", (f) => {
+      if (!relayed()) this.frames.inc({ source: f.sourceId });
+    });
   }
 
   /** Times every request by its route pattern (not the raw URL: bounded label values). */

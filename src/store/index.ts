@@ -2,6 +2,7 @@
 export * from "./api-keys.ts";
 export * from "./db.ts";
 export * from "./events.ts";
+export * from "./jobs.ts";
 export * from "./migrations.ts";
 export * from "./retention.ts";
 export * from "./sessions.ts";

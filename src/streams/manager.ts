@@ -20,6 +20,7 @@ import {
 import {
   type Analyze,
   createBus,
+  type LiveTrack,
   type MonitorSettings,
   SourceMonitor,
   type SourceStatus,
@@ -70,10 +71,26 @@ interface Logger {
   warn(obj: object, msg: string): void;
 }
 
+/**
+ * Which replica runs which source when several share the database: a lease per source, held by one
+ * replica at a time (src/cluster/leases.ts implements it over Redis). Without it, every source runs here.
+ */
+export interface SourceLeases {
+  readonly replicaId: string;
+  acquire(id: string): Promise<boolean>;
+  renew(id: string): Promise<boolean>;
+  release(id: string): Promise<void>;
+  /** Whether this replica may still act for the source (its lease has not run out by its own clock). */
+  holds(id: string): boolean;
+}
+
 export interface StreamManagerOptions {
   db: Database;
   analyze: Analyze;
   settings: MonitorSettings;
+  leases?: SourceLeases;
+  /** How often leases are renewed and sources without a replica are taken (ms, default 1000). */
+  tickMs?: number;
   /** MASKWATCH_SOURCE: a device, stream URL, file path, or "browser", for the default source. */
   defaultSource?: string;
   log?: Logger;
@@ -128,8 +145,20 @@ const OPTION_RANGES: Record<string, [number, number]> = { fps: [0.1, 60], width:
 export class StreamManager {
   readonly bus = createBus();
   private readonly monitors = new Map<string, SourceMonitor>();
+  /** Sources whose lease this replica holds. */
+  private readonly leased = new Set<string>();
+  /** The latest status other replicas reported for the sources they run. */
+  private readonly remote = new Map<string, { status: SourceStatus; at: number }>();
+  private readonly latestTracks = new Map<string, LiveTrack[]>();
+  private timer: NodeJS.Timeout | undefined;
+  private reconciling: Promise<void> | undefined;
 
-  constructor(private readonly options: StreamManagerOptions) {}
+  constructor(private readonly options: StreamManagerOptions) {
+    this.bus.on("status", (status) => {
+      if (!this.leased.has(status.id)) this.remote.set(status.id, { status, at: Date.now() });
+    });
+    this.bus.on("frame", (frame) => this.latestTracks.set(frame.sourceId, frame.tracks));
+  }
 
   /** The live-analysis settings every monitor shares. */
   get settings(): Readonly<MonitorSettings> {
@@ -158,9 +187,87 @@ export class StreamManager {
         enabled: existing?.enabled ?? false,
       });
     }
+    if (this.options.leases) {
+      await this.reconcile();
+      this.timer = setInterval(() => void this.reconcile(), this.options.tickMs ?? 1000);
+      this.timer.unref();
+      return;
+    }
     for (const source of await listSources(db)) {
       if (source.enabled) this.monitorFor(source).start();
     }
+  }
+
+  /**
+   * With leases, once a tick: renew what this replica runs and stop what it lost or what should no longer
+   * run (stopped, changed, removed, or a file that ended); take enabled sources that nobody holds; tell the
+   * other replicas how the sources here are doing.
+   */
+  reconcile(): Promise<void> {
+    this.reconciling ??= this.reconcileOnce().finally(() => {
+      this.reconciling = undefined;
+    });
+    return this.reconciling;
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    const leases = this.options.leases;
+    if (!leases) return;
+    const { db, log } = this.options;
+    let sources: SourceRecord[];
+    try {
+      sources = await listSources(db);
+    } catch (err) {
+      log?.warn({ err }, "sources could not be read; leases kept until their deadline");
+      for (const id of this.leased) if (!(await leases.renew(id))) await this.drop(id);
+      return;
+    }
+    const wanted = new Map(sources.filter((s) => s.enabled && s.kind !== "browser").map((s) => [s.id, s]));
+    for (const id of [...this.leased]) {
+      const monitor = this.monitors.get(id);
+      const record = wanted.get(id);
+      if (!record || !monitor) {
+        await this.drop(id);
+        continue;
+      }
+      if (!(await leases.renew(id))) {
+        log?.warn({ source: id }, "source lease lost: another replica runs it now");
+        await this.drop(id, false);
+        continue;
+      }
+      if (monitor.status().state === "ended") {
+        // A file read to its end is done: it must not be read again by whoever takes it next.
+        await updateSource(db, id, { enabled: false }).catch(() => {});
+        await this.drop(id);
+        continue;
+      }
+      if (record.updatedAt !== monitor.source.updatedAt) {
+        await monitor.stop();
+        this.monitors.delete(id);
+        this.monitorFor(record).start();
+      }
+    }
+    for (const record of wanted.values()) {
+      if (this.leased.has(record.id)) continue;
+      if (!(await leases.acquire(record.id).catch(() => false))) continue;
+      this.leased.add(record.id);
+      this.remote.delete(record.id);
+      const stale = this.monitors.get(record.id);
+      if (stale && stale.source.updatedAt !== record.updatedAt) this.monitors.delete(record.id);
+      this.monitorFor(record).start();
+      log?.info({ source: record.id, replica: leases.replicaId }, "source taken: running here");
+    }
+    for (const id of this.leased) {
+      const monitor = this.monitors.get(id);
+      if (monitor) this.bus.emit("status", monitor.status());
+    }
+  }
+
+  /** Stop running a source here and give its lease back (unless it is already gone). */
+  private async drop(id: string, release = true): Promise<void> {
+    this.leased.delete(id);
+    await this.monitors.get(id)?.stop();
+    if (release) await this.options.leases?.release(id);
   }
 
   async list(): Promise<SourceView[]> {
@@ -204,7 +311,9 @@ export class StreamManager {
     const record = await updateSource(this.options.db, id, { enabled: true }).catch((e) => {
       throw notFound(e, id);
     });
-    this.monitorFor(record).start();
+    // With leases a browser source runs where its camera connects; others where a lease is won.
+    if (this.options.leases && record.kind !== "browser") await this.reconcile();
+    else this.monitorFor(record).start();
     this.options.log?.info({ source: id }, "source started");
     return this.view(record);
   }
@@ -213,7 +322,9 @@ export class StreamManager {
     const record = await updateSource(this.options.db, id, { enabled: false }).catch((e) => {
       throw notFound(e, id);
     });
-    await this.monitors.get(id)?.stop();
+    // A source running on another replica stops there at its next tick.
+    if (this.leased.has(id)) await this.drop(id);
+    else await this.monitors.get(id)?.stop();
     this.options.log?.info({ source: id }, "source stopped");
     return this.view(record);
   }
@@ -258,10 +369,11 @@ export class StreamManager {
       eventTotals(db, { from, sourceId }),
       listEvents(db, { from, sourceId, limit: 20 }),
     ]);
-    const monitor = this.monitors.get(sourceId);
+    const source = await getSource(db, sourceId);
+    const running = source ? this.view(source).status.state === "running" : false;
     let current = "Inactive";
-    if (monitor?.running) {
-      const labels = monitor.tracks().map((t) => t.label);
+    if (running) {
+      const labels = (this.latestTracks.get(sourceId) ?? []).map((t) => t.label);
       if (labels.includes("no_mask")) current = "No Mask Detected";
       else if (labels.includes("incorrect")) current = "Mask Worn Incorrectly";
       else if (labels.includes("mask")) current = "Mask Detected";
@@ -283,7 +395,12 @@ export class StreamManager {
 
   /** Stops every monitor, leaving each source's enabled flag as it is (they resume at next start). */
   async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.reconciling;
     await Promise.all([...this.monitors.values()].map((m) => m.stop()));
+    // Leases given back: another replica takes the sources at once instead of after the TTL.
+    await Promise.all([...this.leased].map((id) => this.options.leases?.release(id)));
+    this.leased.clear();
     this.monitors.clear();
   }
 
@@ -296,15 +413,32 @@ export class StreamManager {
   private monitorFor(record: SourceRecord): SourceMonitor {
     let monitor = this.monitors.get(record.id);
     if (!monitor) {
-      const { analyze, db, settings } = this.options;
-      monitor = new SourceMonitor(record, settings, { analyze, db, bus: this.bus });
+      const { analyze, db, settings, leases } = this.options;
+      monitor = new SourceMonitor(record, settings, {
+        analyze,
+        db,
+        bus: this.bus,
+        ...(leases && record.kind !== "browser"
+          ? { mayWrite: () => leases.holds(record.id), replica: leases.replicaId }
+          : leases
+            ? { replica: leases.replicaId }
+            : {}),
+      });
       this.monitors.set(record.id, monitor);
     }
     return monitor;
   }
 
   private view(record: SourceRecord): SourceView {
-    const status = this.monitors.get(record.id)?.status() ?? idleStatus(record.id);
+    const local = this.monitors.get(record.id);
+    if (!this.options.leases || this.leased.has(record.id) || record.kind === "browser")
+      return { ...record, status: local?.status() ?? idleStatus(record.id) };
+    // Run elsewhere: the holder reports every tick; silence means it is gone and a takeover is due.
+    const remote = this.remote.get(record.id);
+    const fresh = remote && Date.now() - remote.at < 5 * (this.options.tickMs ?? 1000);
+    if (record.enabled && fresh) return { ...record, status: remote.status };
+    const status = idleStatus(record.id);
+    if (record.enabled) status.state = "starting";
     return { ...record, status };
   }
 }

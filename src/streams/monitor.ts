@@ -60,6 +60,8 @@ export interface SourceStatus {
   lastError: string | null;
   lastFrameAt: number | null;
   startedAt: number | null;
+  /** The replica running the source, when several share the work. */
+  replica?: string;
 }
 
 export interface LiveTrack {
@@ -115,7 +117,14 @@ export class SourceMonitor {
   constructor(
     readonly source: SourceRecord,
     private readonly settings: MonitorSettings,
-    private readonly deps: { analyze: Analyze; db: Database; bus: MonitorBus },
+    private readonly deps: {
+      analyze: Analyze;
+      db: Database;
+      bus: MonitorBus;
+      /** With several replicas: whether this one still holds the source (no writes after losing it). */
+      mayWrite?: () => boolean;
+      replica?: string;
+    },
   ) {
     this.tracker = new Tracker({ window: settings.window });
   }
@@ -205,6 +214,7 @@ export class SourceMonitor {
       lastError: this.lastError,
       lastFrameAt: this.lastFrameAt,
       startedAt: this.startedAt,
+      ...(this.deps.replica ? { replica: this.deps.replica } : {}),
     };
   }
 
@@ -282,6 +292,8 @@ export class SourceMonitor {
   /** One settled label change → at most one event, committed, then announced. */
   private async record(change: LabelChange, frame: Frame): Promise<void> {
     const { track, to } = change;
+    // A replica whose lease has run out may already have been replaced: it must not write.
+    if (this.deps.mayWrite && !this.deps.mayWrite()) return;
     let kind: "violation" | "observation" = "observation";
     if (VIOLATIONS.has(to)) {
       const last = this.lastViolation.get(track.id);

@@ -1,40 +1,23 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { MODELS } from "../../models/registry.ts";
 import { drawFacesOnEncoded } from "../../vision/draw.ts";
-import { type AnalyzeOptions, DETECTORS } from "../../vision/engine.ts";
+import { DETECTORS } from "../../vision/engine.ts";
+import {
+  analyzeOptions,
+  checkParams,
+  DETECT_PARAM_PROPERTIES,
+  type DetectParams,
+} from "../../vision/options.ts";
 import { requireScope } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
 import { HttpError, toHttpError } from "../errors.ts";
 import { fromBase64, readImage, readMultipart, type UploadedImage } from "../image-input.ts";
 
-/** Options, as query parameters (any input form) or top-level JSON fields (JSON bodies). */
-interface DetectParams {
-  detector?: string;
-  min_face_size?: number;
-  threshold?: number;
-  threshold_pnet?: number;
-  threshold_rnet?: number;
-  threshold_onet?: number;
-  mask?: boolean;
-  mask_threshold?: number;
-  max_faces?: number;
-  annotate?: boolean;
-}
-
-const paramProperties = {
-  detector: { type: "string", enum: Object.keys(DETECTORS), description: "which detector runs" },
-  min_face_size: { type: "integer", minimum: 1, maximum: 10000 },
-  threshold: { type: "number", minimum: 0, maximum: 1, description: "keep faces scoring at least this" },
-  threshold_pnet: { type: "number", minimum: 0, maximum: 1 },
-  threshold_rnet: { type: "number", minimum: 0, maximum: 1 },
-  threshold_onet: { type: "number", minimum: 0, maximum: 1 },
-  mask: { type: "boolean", description: "classify masks: mask / no_mask / incorrect" },
-  mask_threshold: { type: "number", minimum: 0, maximum: 1 },
-  max_faces: { type: "integer", minimum: 1, maximum: 10000 },
-  annotate: { type: "boolean", description: "also return the image with the faces drawn (JPEG, base64)" },
+const querystring = {
+  type: "object",
+  properties: DETECT_PARAM_PROPERTIES,
+  additionalProperties: false,
 } as const;
-
-const querystring = { type: "object", properties: paramProperties, additionalProperties: false } as const;
 
 const pointSchema = { type: "array", items: { type: "number" }, minItems: 2, maxItems: 2 } as const;
 const faceSchema = {
@@ -204,18 +187,7 @@ function jsonParams(request: FastifyRequest): DetectParams {
   const type = request.headers["content-type"] ?? "";
   if (!type.startsWith("application/json") || typeof request.body !== "object" || !request.body) return {};
   const { image: _image, images: _images, ...rest } = request.body as Record<string, unknown>;
-  for (const [key, value] of Object.entries(rest)) {
-    const spec = (paramProperties as Record<string, { type: string }>)[key];
-    if (!spec) throw new HttpError(400, "invalid_parameters", `unknown option "${key}"`);
-    const ok =
-      spec.type === "boolean"
-        ? typeof value === "boolean"
-        : spec.type === "string"
-          ? typeof value === "string"
-          : typeof value === "number";
-    if (!ok) throw new HttpError(400, "invalid_parameters", `option "${key}" must be a ${spec.type}`);
-  }
-  return rest as DetectParams;
+  return checkParams<DetectParams>(rest, DETECT_PARAM_PROPERTIES);
 }
 
 async function readBatch(request: FastifyRequest): Promise<UploadedImage[]> {
@@ -232,29 +204,4 @@ async function readBatch(request: FastifyRequest): Promise<UploadedImage[]> {
   } else throw new HttpError(415, "unsupported_media_type", "send multipart/form-data or application/json");
   if (images.length === 0) throw new HttpError(400, "missing_images", "the batch has no images");
   return images;
-}
-
-export function analyzeOptions(p: DetectParams, defaultDetector: string): AnalyzeOptions {
-  const detector = p.detector ?? defaultDetector;
-  if (!DETECTORS[detector]) throw new HttpError(400, "unknown_detector", `unknown detector "${detector}"`);
-  const stages = [p.threshold_pnet, p.threshold_rnet, p.threshold_onet];
-  if (detector !== "mtcnn" && stages.some((v) => v !== undefined)) {
-    throw new HttpError(
-      400,
-      "invalid_parameters",
-      "threshold_pnet/rnet/onet apply to the mtcnn detector only",
-    );
-  }
-  if (p.mask_threshold !== undefined && !p.mask)
-    throw new HttpError(400, "invalid_parameters", "mask_threshold needs mask=true");
-  return {
-    detector,
-    minFaceSize: p.min_face_size,
-    threshold: p.threshold,
-    maxFaces: p.max_faces,
-    stageThresholds: stages.some((v) => v !== undefined)
-      ? [p.threshold_pnet ?? 0.6, p.threshold_rnet ?? 0.7, p.threshold_onet ?? 0.7]
-      : undefined,
-    mask: p.mask ? { threshold: p.mask_threshold } : false,
-  };
 }

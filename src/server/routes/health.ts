@@ -7,7 +7,7 @@ export async function healthRoutes(app: FastifyInstance, ctx: ServerContext): Pr
 
   app.get(
     "/ready",
-    { schema: { summary: "Models loaded and database reachable", tags: ["health"] } },
+    { schema: { summary: "Models loaded, database (and Redis) reachable", tags: ["health"] } },
     async (_req, reply) => {
       const checks: Record<string, string> = {};
       checks.models = ctx.pool.ready ? "ok" : "loading";
@@ -16,6 +16,14 @@ export async function healthRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         checks.database = "ok";
       } catch (err) {
         checks.database = `unreachable: ${(err as Error).message}`;
+      }
+      if (ctx.cluster) {
+        try {
+          await ctx.cluster.redis.ping();
+          checks.redis = "ok";
+        } catch (err) {
+          checks.redis = `unreachable: ${(err as Error).message}`;
+        }
       }
       const ready = Object.values(checks).every((v) => v === "ok");
       reply.status(ready ? 200 : 503);

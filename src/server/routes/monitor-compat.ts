@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import type { ServerContext } from "../context.ts";
+import { sendMjpeg } from "../mjpeg.ts";
 
 /**
  * The replaced mask-monitoring app's endpoints, same paths and JSON, driving the default source
@@ -18,11 +19,7 @@ export async function monitorCompatRoutes(app: FastifyInstance, ctx: ServerConte
         produces: ["multipart/x-mixed-replace"],
       },
     },
-    async (_request, reply) => {
-      const monitor = await streams.monitorOf(await streams.defaultSourceId());
-      reply.hijack();
-      monitor.mjpeg.add(reply.raw);
-    },
+    async (request, reply) => sendMjpeg(ctx, await streams.defaultSourceId(), request, reply),
   );
 
   const control = (path: string, summary: string, fn: () => Promise<{ status: string; message: string }>) => {

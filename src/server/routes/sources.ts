@@ -4,6 +4,7 @@ import { decodeImage } from "../../vision/image.ts";
 import { requireScope } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
 import { toHttpError } from "../errors.ts";
+import { sendMjpeg } from "../mjpeg.ts";
 
 const sourceBody = {
   type: "object",
@@ -115,11 +116,7 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         produces: ["multipart/x-mixed-replace"],
       },
     },
-    async (request, reply) => {
-      const monitor = await streams.monitorOf(request.params.id);
-      reply.hijack();
-      monitor.mjpeg.add(reply.raw);
-    },
+    async (request, reply) => sendMjpeg(ctx, request.params.id, request, reply),
   );
 
   app.get<IdParams>(
@@ -200,6 +197,7 @@ function present(v: SourceView) {
       last_error: v.status.lastError,
       last_frame_at: iso(v.status.lastFrameAt),
       started_at: iso(v.status.startedAt),
+      replica: v.status.replica ?? null,
     },
   };
 }

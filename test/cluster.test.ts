@@ -1,0 +1,309 @@
+/**
+ * Two replicas acting as one, on loopback as deployed: two `maskwatch serve` processes sharing
+ * PostgreSQL and Redis, nginx in front with the shipped site. The rate limit holds across them, an
+ * event made on one reaches the other's live stream, MJPEG and WebSockets pass through nginx from
+ * either replica, and `kill -9` of the replica running a file source moves the source to the other
+ * within the lease time, with every pushed event stored once and exactly one violation.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { Redis } from "ioredis";
+import pg from "pg";
+import WebSocket from "ws";
+import { clusterSkipReason, type Proc, startApp, startNginx, startRedis, stop } from "./support/cluster.ts";
+import { ensureModels } from "./support/models.ts";
+import { createTestDatabase, PG_SKIP_MESSAGE, type PgTestDatabase, pgTestUrl } from "./support/pg.ts";
+import { FACES, facePatch, renderFrame, videoSkipReason, writeVideo } from "./support/video.ts";
+
+const KEY = "cluster-bootstrap-key-0123456789";
+const LEASE_MS = 3000;
+const RATE_LIMIT = 120;
+const pgUrl = pgTestUrl();
+let skip: string | null = clusterSkipReason() ?? videoSkipReason() ?? (pgUrl ? null : PG_SKIP_MESSAGE);
+if (skip) console.log(`# cluster: skipped: ${skip}`);
+
+let dir = "";
+let database: PgTestDatabase | undefined;
+let sql: pg.Client | undefined;
+let redisProc: (Proc & { redisUrl: string }) | undefined;
+let redis: Redis | undefined;
+const apps: Proc[] = [];
+let nginx: Proc | undefined;
+let scene = "";
+
+before(async () => {
+  skip ??= await ensureModels(["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet", "blazeface-back-256"]);
+  if (skip) return;
+  dir = await mkdtemp(join(tmpdir(), "maskwatch-cluster-"));
+  database = await createTestDatabase(pgUrl!);
+  sql = new pg.Client({ connectionString: database.url });
+  await sql.connect();
+  redisProc = await startRedis(join(dir, "redis"));
+  redis = new Redis(redisProc.redisUrl);
+  // 15 s at 10 fps: two people with masks; one takes it off at 10 s.
+  const [a, b, bOff] = await Promise.all([
+    facePatch(FACES.maskA),
+    facePatch(FACES.maskB),
+    facePatch(FACES.noMaskB),
+  ]);
+  scene = join(dir, "scene.mkv");
+  await writeVideo(scene, 150, (i) => [
+    { patch: a, left: 20 + i, top: 30 },
+    { patch: i < 100 ? b : bOff, left: 420 - i / 2, top: 260 },
+  ]);
+  const env = (name: string) => ({
+    DATABASE_URL: database!.url,
+    REDIS_URL: redisProc!.redisUrl,
+    MASKWATCH_API_KEY: KEY,
+    MASKWATCH_WORKERS: "1",
+    MASKWATCH_LEASE_MS: String(LEASE_MS),
+    MASKWATCH_RATE_LIMIT: String(RATE_LIMIT),
+    MASKWATCH_TRUST_PROXY: "on",
+    MASKWATCH_DATA_DIR: join(dir, name),
+  });
+  // One after the other: the first runs the migrations.
+  apps.push(await startApp("a", env("a")));
+  apps.push(await startApp("b", env("b")));
+  nginx = await startNginx(join(dir, "nginx"), apps);
+});
+
+after(async () => {
+  await stop(nginx);
+  await Promise.all(apps.map((a) => stop(a)));
+  redis?.disconnect();
+  await stop(redisProc);
+  await sql?.end();
+  await database?.drop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const api = (base: string, path: string, init: RequestInit = {}, key = KEY) =>
+  fetch(base + path, {
+    ...init,
+    headers: {
+      "x-api-key": key,
+      ...(init.body ? { "content-type": "application/json" } : {}),
+      ...init.headers,
+    },
+  });
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(
+  what: string,
+  ms: number,
+  fn: () => Promise<T | undefined | null | false>,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    assert.ok(Date.now() < deadline, `no ${what} within ${ms} ms`);
+    await sleep(100);
+  }
+}
+
+interface Pushed {
+  id: number;
+  kind: string;
+  label: string;
+  source_id: string;
+}
+
+/** The events an SSE stream pushes, as they come. */
+function listen(base: string) {
+  const events: Pushed[] = [];
+  const abort = new AbortController();
+  const done = (async () => {
+    const res = await fetch(`${base}/api/v1/live?frames=false&api_key=${KEY}`, { signal: abort.signal });
+    assert.equal(res.status, 200);
+    const decoder = new TextDecoder();
+    let text = "";
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      text += decoder.decode(chunk, { stream: true });
+      for (let end = text.indexOf("\n\n"); end >= 0; end = text.indexOf("\n\n")) {
+        const block = text.slice(0, end);
+        text = text.slice(end + 2);
+        if (block.startsWith("event: event\n"))
+          events.push(JSON.parse(block.slice(block.indexOf("\ndata: ") + 7)));
+      }
+    }
+  })().catch(() => {});
+  return { events, close: () => abort.abort(), done };
+}
+
+async function leaseHolder(id: string): Promise<string | null> {
+  const v = await redis!.get(`maskwatch:lease:source:${id}`);
+  return v ? v.split(" ")[0] : null;
+}
+
+test("through nginx: both replicas serve, and /ready checks Redis", async (t) => {
+  if (skip) return t.skip(skip);
+  const ready = await (await fetch(`${nginx!.url}/ready`)).json();
+  assert.equal(ready.checks.redis, "ok");
+  assert.equal(ready.checks.database, "ok");
+  for (const app of apps) assert.equal((await api(app.url, "/api/v1/sources")).status, 200, app.name);
+});
+
+test("the rate limit is one limit across the replicas", async (t) => {
+  if (skip) return t.skip(skip);
+  const made = await (
+    await api(apps[0].url, "/api/v1/keys", { method: "POST", body: JSON.stringify({ name: "rl" }) })
+  ).json();
+  const codes: number[] = [];
+  for (let i = 0; i < RATE_LIMIT + 10; i++) {
+    codes.push((await api(apps[i % 2].url, "/api/v1/models", {}, made.key)).status);
+  }
+  assert.equal(
+    codes.filter((c) => c === 200).length,
+    RATE_LIMIT,
+    "each replica alone would have allowed them all",
+  );
+  assert.deepEqual(codes.slice(RATE_LIMIT), Array(10).fill(429));
+  assert.equal((await api(nginx!.url, "/api/v1/models", {}, made.key)).status, 429, "through nginx too");
+});
+
+test("MJPEG from either replica and a browser camera's WebSocket pass through nginx", async (t) => {
+  if (skip) return t.skip(skip);
+  const created = await (
+    await api(nginx!.url, "/api/v1/sources", {
+      method: "POST",
+      body: JSON.stringify({ name: "loop", kind: "file", url: scene, options: { loop: true } }),
+    })
+  ).json();
+  assert.equal(
+    (await api(nginx!.url, `/api/v1/sources/${created.id}/start`, { method: "POST" })).status,
+    200,
+  );
+  const holder = await until("lease", 10_000, () => leaseHolder(created.id));
+  try {
+    // Straight from each replica: the one running it draws; the other relays it.
+    for (const app of apps) {
+      const res = await fetch(`${app.url}/api/v1/sources/${created.id}/mjpeg?api_key=${KEY}`);
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get("content-type")!, /multipart\/x-mixed-replace/);
+      if (app.name !== holder)
+        assert.equal(res.headers.get("x-maskwatch-replica"), holder, "relayed from the holder");
+      const jpegs = await countJpegs(res, 2, 20_000);
+      assert.ok(jpegs >= 2, `${app.name}: ${jpegs} JPEGs`);
+    }
+    const viaNginx = await fetch(`${nginx!.url}/api/v1/sources/${created.id}/mjpeg?api_key=${KEY}`);
+    assert.ok((await countJpegs(viaNginx, 2, 20_000)) >= 2, "MJPEG through nginx");
+  } finally {
+    await api(nginx!.url, `/api/v1/sources/${created.id}`, { method: "DELETE" });
+  }
+
+  const browser = await (
+    await api(nginx!.url, "/api/v1/sources", {
+      method: "POST",
+      body: JSON.stringify({ name: "cam", kind: "browser" }),
+    })
+  ).json();
+  const ws = new WebSocket(
+    `${nginx!.url.replace("http", "ws")}/api/v1/sources/${browser.id}/frames?api_key=${KEY}`,
+  );
+  await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+  const answer = new Promise<{ type: string; tracks: unknown[] }>((resolve) =>
+    ws.once("message", (m) => resolve(JSON.parse(m.toString()))),
+  );
+  const sharp = (await import("sharp")).default;
+  const frame = await renderFrame([{ patch: await facePatch(FACES.maskA), left: 100, top: 100 }]);
+  ws.send(
+    await sharp(frame, { raw: { width: 640, height: 480, channels: 3 } })
+      .jpeg()
+      .toBuffer(),
+  );
+  const msg = await answer;
+  ws.close();
+  assert.equal(msg.type, "tracks", JSON.stringify(msg));
+});
+
+async function countJpegs(res: Response, want: number, ms: number): Promise<number> {
+  const reader = res.body!.getReader();
+  const timer = setTimeout(() => reader.cancel(), ms);
+  let bytes = Buffer.alloc(0);
+  let n = 0;
+  try {
+    while (n < want) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      bytes = Buffer.concat([bytes, value]);
+      n = bytes.toString("latin1").split("\xff\xd8\xff").length - 1;
+    }
+  } finally {
+    clearTimeout(timer);
+    await reader.cancel().catch(() => {});
+  }
+  return n;
+}
+
+test("kill -9 of the replica running a file source: the other takes it within the lease; no event lost or doubled", async (t) => {
+  if (skip) return t.skip(skip);
+  const feeds = apps.map((a) => listen(a.url));
+  try {
+    const created = await (
+      await api(nginx!.url, "/api/v1/sources", {
+        method: "POST",
+        body: JSON.stringify({ name: "door", kind: "file", url: scene, options: { loop: false } }),
+      })
+    ).json();
+    assert.equal(
+      (await api(nginx!.url, `/api/v1/sources/${created.id}/start`, { method: "POST" })).status,
+      200,
+    );
+    const holderName = await until("lease", 10_000, () => leaseHolder(created.id));
+    const holder = apps.find((a) => a.name === holderName)!;
+    const other = apps.find((a) => a !== holder)!;
+    const holderFeed = feeds[apps.indexOf(holder)];
+    const otherFeed = feeds[apps.indexOf(other)];
+    const mine = (f: { events: Pushed[] }) => f.events.filter((e) => e.source_id === created.id);
+
+    // An event made on the holder reaches the other replica's live stream.
+    const first = await until(
+      "a first event on the holder's stream",
+      20_000,
+      async () => mine(holderFeed)[0],
+    );
+    await until("the same event on the other replica's stream", 5000, async () =>
+      mine(otherFeed).some((e) => e.id === first.id),
+    );
+    assert.equal(first.kind, "observation", "killed well before the mask comes off (at 10 s)");
+
+    holder.child.kill("SIGKILL");
+    const killedAt = Date.now();
+    await holder.exited;
+    await until(
+      "takeover by the other replica",
+      LEASE_MS + 5000,
+      async () => (await leaseHolder(created.id)) === other.name,
+    );
+    const takeoverMs = Date.now() - killedAt;
+    t.diagnostic(
+      `killed ${holder.name}; ${other.name} took the source after ${takeoverMs} ms (lease ${LEASE_MS} ms)`,
+    );
+    await until("the source's status naming the new replica", 5000, async () => {
+      const view = await (await api(other.url, `/api/v1/sources/${created.id}`)).json();
+      return view.status.replica === other.name && view.status.state !== "stopped";
+    });
+
+    const violation = await until("the violation", 40_000, async () =>
+      mine(otherFeed).find((e) => e.kind === "violation"),
+    );
+    assert.equal(violation.label, "no_mask");
+    // The file ends; the source is done, not read again.
+    await until("the file's end", 30_000, async () => {
+      const r = await sql!.query("SELECT enabled FROM sources WHERE id = $1", [created.id]);
+      return r.rows[0].enabled === 0 || r.rows[0].enabled === false;
+    });
+    const stored = await sql!.query("SELECT id, kind FROM events WHERE source_id = $1", [created.id]);
+    const ids = new Set(stored.rows.map((r) => Number(r.id)));
+    for (const e of [...mine(holderFeed), ...mine(otherFeed)])
+      assert.ok(ids.has(e.id), `event ${e.id} was pushed but is not stored`);
+    assert.equal(stored.rows.filter((r) => r.kind === "violation").length, 1, "exactly one violation");
+  } finally {
+    for (const f of feeds) f.close();
+  }
+});
