@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { openDatabase } from "../src/store/db.ts";
-import { insertEvent, listEvents } from "../src/store/events.ts";
+import { getSnapshot, insertEvent, listEvents, SNAPSHOT_IN_DATABASE } from "../src/store/events.ts";
 import { REPO } from "./support/paths.ts";
 
 const BIN = join(REPO, "bin/maskwatch.js");
@@ -52,6 +52,10 @@ test("backup copies the live database; prune deletes old events with their snaps
   await writeFile(join(dataDir, "snapshots/cam/new.jpg"), "x");
   await insertEvent(db, event(now - 40 * DAY, "snapshots/cam/old.jpg"));
   await insertEvent(db, event(now - 1000, "snapshots/cam/new.jpg"));
+  // Snapshots kept in the database go with their events.
+  const jpeg = new Uint8Array([0xff, 0xd8, 0xff, 0xd9]);
+  const oldInDb = await insertEvent(db, event(now - 41 * DAY, null), jpeg);
+  const newInDb = await insertEvent(db, event(now - 2000, null), jpeg);
 
   // The database stays open (as under a running server) while it is copied.
   const target = join(dataDir, "copy", "backup.db");
@@ -60,7 +64,8 @@ test("backup copies the live database; prune deletes old events with their snaps
   assert.equal(backup.stdout.trim(), target);
   const { default: Sqlite } = await import("better-sqlite3");
   const raw = new Sqlite(target, { readonly: true });
-  assert.equal((raw.prepare("SELECT COUNT(*) AS n FROM events").get() as { n: number }).n, 2);
+  assert.equal((raw.prepare("SELECT COUNT(*) AS n FROM events").get() as { n: number }).n, 4);
+  assert.equal((raw.prepare("SELECT COUNT(*) AS n FROM snapshots").get() as { n: number }).n, 2);
   raw.close();
 
   const bad = await run(["prune", "--days", "0"], { MASKWATCH_DATA_DIR: dataDir });
@@ -69,12 +74,14 @@ test("backup copies the live database; prune deletes old events with their snaps
 
   const pruned = await run(["prune", "--days", "30"], { MASKWATCH_DATA_DIR: dataDir });
   assert.equal(pruned.code, 0, pruned.stderr);
-  assert.match(pruned.stdout, /deleted 1 events and 1 snapshots/);
-  const left = await listEvents(db, {});
+  assert.match(pruned.stdout, /deleted 2 events \(with their snapshots; 1 snapshot files\)/);
+  const left = await listEvents(db, { order: "asc" });
   assert.deepEqual(
     left.events.map((e) => e.snapshot),
-    ["snapshots/cam/new.jpg"],
+    [SNAPSHOT_IN_DATABASE, "snapshots/cam/new.jpg"],
   );
+  assert.equal(await getSnapshot(db, oldInDb.id), undefined);
+  assert.deepEqual(new Uint8Array((await getSnapshot(db, newInDb.id))!), jpeg);
   assert.equal(existsSync(join(dataDir, "snapshots/cam/old.jpg")), false);
   assert.equal(existsSync(join(dataDir, "snapshots/cam/new.jpg")), true);
   await db.close();

@@ -148,6 +148,22 @@ test("through nginx: both replicas serve, and /ready checks Redis", async (t) =>
   for (const app of apps) assert.equal((await api(app.url, "/api/v1/sources")).status, 200, app.name);
 });
 
+test("settings saved on one replica apply on the other; both offer the same first-run setup code", async (t) => {
+  if (skip) return t.skip(skip);
+  const put = await api(apps[0].url, "/api/v1/settings", {
+    method: "PUT",
+    body: JSON.stringify({ cooldown_seconds: 42 }),
+  });
+  assert.equal(put.status, 200);
+  await until("the change on the other replica", 5000, async () => {
+    const got = await (await api(apps[1].url, "/api/v1/settings")).json();
+    return got.settings.cooldown_seconds === 42;
+  });
+  const codes = apps.map((a) => /setup code ([A-Z0-9]{4}-[A-Z0-9]{4})/.exec(a.output())?.[1]);
+  assert.ok(codes[0], "the setup code is logged");
+  assert.equal(codes[1], codes[0]);
+});
+
 test("the rate limit is one limit across the replicas", async (t) => {
   if (skip) return t.skip(skip);
   const made = await (

@@ -13,7 +13,7 @@ import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
 import sharp from "sharp";
 import { type Database, openDatabase } from "../src/store/db.ts";
-import { getEvent } from "../src/store/events.ts";
+import { getEvent, getSnapshot, SNAPSHOT_IN_DATABASE } from "../src/store/events.ts";
 import { ensureModels } from "./support/models.ts";
 import { REPO } from "./support/paths.ts";
 import { maskOffScene, videoSkipReason, writeVideo } from "./support/video.ts";
@@ -238,9 +238,10 @@ async function killDuringEvents(
     assert.equal(e.source_id, "default");
     assert.equal(e.kind === "violation", e.label !== "mask");
     if (stored.snapshot) {
-      const file = join(dataDir, stored.snapshot);
-      assert.ok(existsSync(file), `the snapshot of event ${e.id} is on disk`);
-      assert.equal((await sharp(file).metadata()).format, "jpeg");
+      assert.equal(stored.snapshot, SNAPSHOT_IN_DATABASE);
+      const jpeg = await getSnapshot(db, e.id);
+      assert.ok(jpeg, `the snapshot of event ${e.id} was committed with it`);
+      assert.equal((await sharp(jpeg).metadata()).format, "jpeg");
     }
   }
   const [{ n }] = await db.query<{ n: number }>("SELECT COUNT(*) AS n FROM events");
@@ -254,7 +255,7 @@ test("the first event pushed over SSE survives kill -9 of the server", async (t)
   assert.ok(pushed.length >= 1);
 });
 
-test("a violation pushed over SSE survives kill -9, with its snapshot file", async (t) => {
+test("a violation pushed over SSE survives kill -9, with its snapshot", async (t) => {
   if (skip) return t.skip(skip);
   const pushed = await killDuringEvents(t, "violation", (e) => e.kind === "violation");
   const violation = pushed.find((e) => e.kind === "violation")!;

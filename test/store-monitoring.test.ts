@@ -19,9 +19,11 @@ import {
   eventStats,
   eventTotals,
   getEvent,
+  getSnapshot,
   insertEvent,
   listEvents,
   type NewEvent,
+  SNAPSHOT_IN_DATABASE,
 } from "../src/store/events.ts";
 import { appliedMigrations, migrate, migrations, statementFor } from "../src/store/migrations.ts";
 import { deleteSetting, getSetting, listSettings, setSetting } from "../src/store/settings.ts";
@@ -167,12 +169,15 @@ async function allPages(db: Database, opts: Parameters<typeof listEvents>[1]) {
 
 // ------------------------------------------------------------ engine-independent
 
-test("migration 2 is 'monitoring' and has a statement per engine for events", () => {
+test("the migrations in order; migration 2 has a statement per engine for events", () => {
   assert.deepEqual(
     migrations.map((m) => [m.id, m.name]),
     [
       [1, "api_keys"],
       [2, "monitoring"],
+      [3, "sessions"],
+      [4, "jobs"],
+      [5, "snapshots"],
     ],
   );
   const perEngine = migrations[1]!.up.filter((s) => typeof s !== "string");
@@ -634,6 +639,21 @@ for (const engine of engines) {
         );
         assert.deepEqual(await deleteEventsBefore(db, T0 + 3), { deleted: 0, snapshots: [] });
         await assert.rejects(deleteEventsBefore(db, Number.NaN), storeError("invalid_filter"));
+      }));
+
+    test("snapshots in the database: committed with their event, read back byte for byte, deleted with it", () =>
+      withFresh(engine, async (db) => {
+        const jpeg = new Uint8Array(4096).map((_, i) => (i * 7) % 256);
+        const old = await insertEvent(db, ev({ at: T0, kind: "violation", label: "no_mask" }), jpeg);
+        const kept = await insertEvent(db, ev({ at: T0 + 10, kind: "violation", label: "no_mask" }), jpeg);
+        assert.equal(old.snapshot, SNAPSHOT_IN_DATABASE);
+        assert.equal((await getEvent(db, kept.id))?.snapshot, SNAPSHOT_IN_DATABASE);
+        assert.deepEqual(new Uint8Array((await getSnapshot(db, old.id))!), jpeg);
+        assert.equal(await getSnapshot(db, 999_999), undefined);
+        const r = await deleteEventsBefore(db, T0 + 5);
+        assert.deepEqual(r, { deleted: 1, snapshots: [] }, "no file to remove for an image in the database");
+        assert.equal(await getSnapshot(db, old.id), undefined);
+        assert.deepEqual(new Uint8Array((await getSnapshot(db, kept.id))!), jpeg);
       }));
 
     test("users: create, verify right/wrong password, duplicate, bad input, set password, delete", () =>

@@ -29,9 +29,9 @@ export function registerDataCommands(program: Command): void {
       } finally {
         await db.close();
       }
-      // Snapshots are plain files: say where they are, so they are copied too.
+      // Snapshots are in the database now; those of older events are files: say where, so they are copied too.
       process.stderr.write(
-        `snapshots are files under ${join(dirname(join(dataDir, SQLITE_FILE)), "snapshots")}\n`,
+        `snapshots of events from before they moved into the database are files under ${join(dirname(join(dataDir, SQLITE_FILE)), "snapshots")}\n`,
       );
     });
 
@@ -49,7 +49,7 @@ export function registerDataCommands(program: Command): void {
       try {
         const r = await pruneEvents(db, dataDir, opts.days);
         process.stdout.write(
-          `deleted ${r.deleted} events and ${r.files} snapshots before ${new Date(r.before).toISOString()}\n`,
+          `deleted ${r.deleted} events (with their snapshots; ${r.files} snapshot files) before ${new Date(r.before).toISOString()}\n`,
         );
       } finally {
         await db.close();

@@ -16,8 +16,13 @@ export interface Cluster {
   relaying(): boolean;
   /** Carry the monitor bus to and from the other replicas. */
   attach(bus: MonitorBus): Promise<void>;
+  /** Tell every replica (this one too) that the stored settings changed. */
+  settingsChanged(): Promise<void>;
+  onSettingsChanged(fn: () => void): Promise<void>;
   close(): Promise<void>;
 }
+
+const SETTINGS_CHANNEL = "maskwatch:settings";
 
 export async function joinCluster(url: string, opts: { leaseMs?: number } = {}): Promise<Cluster> {
   const replicaId = replicaName();
@@ -34,6 +39,15 @@ export async function joinCluster(url: string, opts: { leaseMs?: number } = {}):
     async attach(bus) {
       bridge = new BusBridge(redis, sub, bus, replicaId);
       await bridge.start();
+    },
+    async settingsChanged() {
+      await redis.publish(SETTINGS_CHANNEL, replicaId);
+    },
+    async onSettingsChanged(fn) {
+      sub.on("message", (channel: string) => {
+        if (channel === SETTINGS_CHANNEL) fn();
+      });
+      await sub.subscribe(SETTINGS_CHANNEL);
     },
     async close() {
       await bridge?.close();

@@ -1,5 +1,6 @@
 import { randomInt } from "node:crypto";
 import type { Database } from "../store/db.ts";
+import { deleteSetting, getSetting, setSetting } from "../store/settings.ts";
 import { StoreError } from "../store/sources.ts";
 import { countUsers, createUser } from "../store/users.ts";
 import type { Config } from "./config.ts";
@@ -26,6 +27,24 @@ export async function ensureAdmin(
     }
     return { created: username };
   }
+  // One code for every replica: the first to start stores it, the others log the same one.
+  const stored = await getSetting<string>(db, SETUP_CODE_KEY);
+  if (typeof stored === "string") return { setupCode: stored };
   const code = Array.from({ length: 8 }, () => ALPHABET[randomInt(ALPHABET.length)]).join("");
-  return { setupCode: `${code.slice(0, 4)}-${code.slice(4)}` };
+  await setSetting(db, SETUP_CODE_KEY, `${code.slice(0, 4)}-${code.slice(4)}`);
+  return { setupCode: (await getSetting<string>(db, SETUP_CODE_KEY))! };
+}
+
+const SETUP_CODE_KEY = "console.setup_code";
+
+/** The setup code while the first admin is still to be made (any replica may be asked). */
+export async function currentSetupCode(db: Database): Promise<string | undefined> {
+  if ((await countUsers(db)) > 0) return undefined;
+  const code = await getSetting<string>(db, SETUP_CODE_KEY);
+  return typeof code === "string" ? code : undefined;
+}
+
+/** The code is spent once the admin exists. */
+export async function spendSetupCode(db: Database): Promise<void> {
+  await deleteSetting(db, SETUP_CODE_KEY);
 }

@@ -15,8 +15,6 @@ export interface ServerContext {
   db: Database;
   metrics: Metrics;
   streams: StreamManager;
-  /** The one-time code that lets the first admin be made from the console (while there are no users). */
-  setup: { code: string | undefined };
   /** Monitoring and retention settings as changed from the console (see settings.ts). */
   settings: RuntimeSettings;
   /** Batch jobs: submit, cancel, and the queue worker (BullMQ with REDIS_URL, else in-process). */

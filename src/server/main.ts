@@ -62,6 +62,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
   metrics.observeStreams(streams.bus, () => cluster?.relaying() ?? false);
   const settings = await loadSettings(db, config);
   applySettings(settings, streams);
+  // A change saved on any replica reaches the monitors of every one.
+  await cluster?.onSettingsChanged(() => {
+    loadSettings(db, config).then(
+      (fresh) => applySettings(Object.assign(settings, fresh), streams),
+      () => {},
+    );
+  });
   const admin = await ensureAdmin(db, config);
   const jobs = new JobService({
     db,
@@ -84,7 +91,6 @@ export async function startServer(config: Config): Promise<RunningServer> {
     settings,
     jobs,
     cluster,
-    setup: { code: admin.setupCode },
   };
   const app = await buildApp(ctx);
   app.log.info({ config: describeConfig(config) }, "starting");

@@ -179,16 +179,36 @@ function checkSnapshotPath(p: unknown): void {
 }
 
 /** Insert one event; committed when the promise resolves. */
-export async function insertEvent(db: Database, e: NewEvent): Promise<EventRecord> {
-  const ev = checkEvent(e);
-  const rows = await db.query<{ id: number }>(
-    `INSERT INTO events (at, source_id, track_id, kind, label, confidence, box, snapshot)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-    [ev.at, ev.sourceId, ev.trackId, ev.kind, ev.label, ev.confidence, JSON.stringify(ev.box), ev.snapshot],
-  );
-  const id = rows[0]?.id;
-  if (id === undefined) throw new Error("INSERT … RETURNING id returned no row");
-  return { id: Number(id), ...ev };
+export async function insertEvent(db: Database, e: NewEvent, jpeg?: Uint8Array): Promise<EventRecord> {
+  const ev = checkEvent(jpeg ? { ...e, snapshot: SNAPSHOT_IN_DATABASE } : e);
+  const insert = async (tx: Database) => {
+    const rows = await tx.query<{ id: number }>(
+      `INSERT INTO events (at, source_id, track_id, kind, label, confidence, box, snapshot)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+      [ev.at, ev.sourceId, ev.trackId, ev.kind, ev.label, ev.confidence, JSON.stringify(ev.box), ev.snapshot],
+    );
+    const id = rows[0]?.id;
+    if (id === undefined) throw new Error("INSERT … RETURNING id returned no row");
+    if (jpeg) await tx.run("INSERT INTO snapshots (event_id, jpeg) VALUES (?, ?)", [Number(id), jpeg]);
+    return { id: Number(id), ...ev };
+  };
+  // The event and its image are one commit: never an event whose snapshot is missing.
+  return jpeg ? db.transaction(insert) : insert(db);
+}
+
+/**
+ * `events.snapshot` of an event whose JPEG is in the `snapshots` table (any other value is a file path under
+ * the data dir, as written before the images moved into the database).
+ */
+export const SNAPSHOT_IN_DATABASE = "db:snapshots";
+
+/** The JPEG stored with an event, or undefined. */
+export async function getSnapshot(db: Database, eventId: number): Promise<Uint8Array | undefined> {
+  if (!Number.isSafeInteger(eventId)) return undefined;
+  const rows = await db.query<{ jpeg: Uint8Array }>("SELECT jpeg FROM snapshots WHERE event_id = ?", [
+    eventId,
+  ]);
+  return rows[0]?.jpeg;
 }
 
 /** One event by id, or undefined. */
@@ -384,7 +404,10 @@ export async function deleteEventsBefore(
     );
     return {
       deleted: rows.length,
-      snapshots: rows.map((r) => r.snapshot).filter((s): s is string => typeof s === "string"),
+      // Images in the database went with their rows (ON DELETE CASCADE); files are the caller's to remove.
+      snapshots: rows
+        .map((r) => r.snapshot)
+        .filter((s): s is string => typeof s === "string" && s !== SNAPSHOT_IN_DATABASE),
     };
   });
 }

@@ -172,6 +172,23 @@ export const migrations: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    id: 5,
+    name: "snapshots",
+    up: [
+      // Violation snapshots live with their event, so every replica can serve them (no shared disk).
+      {
+        sqlite: `CREATE TABLE snapshots (
+          event_id INTEGER PRIMARY KEY REFERENCES events (id) ON DELETE CASCADE,
+          jpeg BLOB NOT NULL
+        )`,
+        postgres: `CREATE TABLE snapshots (
+          event_id BIGINT PRIMARY KEY REFERENCES events (id) ON DELETE CASCADE,
+          jpeg BYTEA NOT NULL
+        )`,
+      },
+    ],
+  },
 ];
 
 /** Any PostgreSQL advisory-lock key unique to maskwatch's migrator. */

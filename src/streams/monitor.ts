@@ -4,8 +4,7 @@
  * per track when it turns no_mask / incorrect, and again only after a cooldown.
  */
 import { EventEmitter } from "node:events";
-import { mkdir, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+
 import sharp from "sharp";
 import type { Database } from "../store/db.ts";
 import { type EventRecord, insertEvent } from "../store/events.ts";
@@ -301,11 +300,11 @@ export class SourceMonitor {
       this.lastViolation.set(track.id, frame.at);
       kind = "violation";
     }
-    const snapshot =
-      kind === "violation" && this.settings.snapshots ? await this.saveSnapshot(frame, track) : null;
-    let event: EventRecord;
-    try {
-      event = await insertEvent(this.deps.db, {
+    const jpeg =
+      kind === "violation" && this.settings.snapshots ? await this.snapshot(frame, track) : undefined;
+    const event = await insertEvent(
+      this.deps.db,
+      {
         at: frame.at,
         sourceId: this.source.id,
         trackId: track.id,
@@ -313,18 +312,17 @@ export class SourceMonitor {
         label: to,
         confidence: round(track.confidence),
         box: track.box.map(Math.round) as [number, number, number, number],
-        snapshot,
-      });
-    } catch (err) {
-      if (snapshot) await rm(join(this.settings.dataDir, snapshot), { force: true });
-      throw err;
-    }
+        snapshot: null,
+      },
+      jpeg,
+    );
     this.events++;
     this.latencyMs = Date.now() - frame.at;
     this.deps.bus.emit("event", event);
   }
 
-  private async saveSnapshot(frame: Frame, track: Track): Promise<string> {
+  /** A JPEG of the face (blurred when configured), stored with its event. */
+  private async snapshot(frame: Frame, track: Track): Promise<Uint8Array> {
     const { image } = frame;
     const [x1, y1, x2, y2] = track.box;
     const side = 1.6 * Math.max(x2 - x1, y2 - y1, 8);
@@ -336,13 +334,7 @@ export class SourceMonitor {
       raw: { width: image.width, height: image.height, channels: 3 },
     }).extract({ left, top, width, height });
     if (this.settings.blur) img = img.blur(Math.max(4, side / 10));
-    const jpeg = await img.jpeg({ quality: 85 }).toBuffer();
-    const day = new Date(frame.at).toISOString().slice(0, 10);
-    const rel = join("snapshots", this.source.id, day, `${frame.at}-${track.id}.jpg`);
-    const abs = join(this.settings.dataDir, rel);
-    await mkdir(dirname(abs), { recursive: true });
-    await writeFile(abs, jpeg);
-    return rel;
+    return img.jpeg({ quality: 85 }).toBuffer();
   }
 
   private onCaptureState(state: CaptureState, error?: string): void {

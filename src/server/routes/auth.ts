@@ -11,6 +11,7 @@ import {
   type UserRecord,
   verifyUser,
 } from "../../store/users.ts";
+import { currentSetupCode, spendSetupCode } from "../accounts.ts";
 import { clearSessionCookie, requireScope, SESSION_COOKIE, setSessionCookie } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
@@ -87,10 +88,10 @@ export async function authRoutes(app: FastifyInstance, ctx: ServerContext): Prom
       },
     },
     async (request, reply) => {
-      if ((await countUsers(ctx.db)) > 0 || !ctx.setup.code)
-        throw new HttpError(409, "setup_done", "the console already has users: sign in instead");
+      const current = await currentSetupCode(ctx.db);
+      if (!current) throw new HttpError(409, "setup_done", "the console already has users: sign in instead");
       const sent = Buffer.from(request.body.setup_code.trim().toUpperCase());
-      const code = Buffer.from(ctx.setup.code);
+      const code = Buffer.from(current);
       if (sent.length !== code.length || !timingSafeEqual(sent, code))
         throw new HttpError(
           403,
@@ -98,7 +99,7 @@ export async function authRoutes(app: FastifyInstance, ctx: ServerContext): Prom
           "the setup code does not match the one in the server log",
         );
       const user = await createUser(ctx.db, { ...request.body, role: "admin" });
-      ctx.setup.code = undefined;
+      await spendSetupCode(ctx.db);
       request.log.info({ user: user.username }, "first admin made through the setup screen");
       const { token, session } = await createSession(ctx.db, user.id, { ttlMs });
       setSessionCookie(reply, request, ctx, token);

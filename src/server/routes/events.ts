@@ -3,7 +3,15 @@ import { stat } from "node:fs/promises";
 import { isAbsolute, join, normalize } from "node:path";
 import { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply } from "fastify";
-import { type EventRecord, eventStats, eventTotals, getEvent, listEvents } from "../../store/events.ts";
+import {
+  type EventRecord,
+  eventStats,
+  eventTotals,
+  getEvent,
+  getSnapshot,
+  listEvents,
+  SNAPSHOT_IN_DATABASE,
+} from "../../store/events.ts";
 import type { LiveFrame, SourceStatus } from "../../streams/monitor.ts";
 import type { ServerContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
@@ -97,6 +105,14 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
     },
     async (request, reply) => {
       const event = await mustGet(request.params.id);
+      if (event.snapshot === SNAPSHOT_IN_DATABASE) {
+        const jpeg = await getSnapshot(ctx.db, event.id);
+        if (!jpeg)
+          throw new HttpError(404, "no_snapshot", `the snapshot of event ${event.id} has been deleted`);
+        reply.type("image/jpeg").header("cache-control", "private, max-age=86400");
+        return reply.send(Buffer.from(jpeg.buffer, jpeg.byteOffset, jpeg.byteLength));
+      }
+      // Older events keep their JPEG as a file under the data dir.
       const rel = event.snapshot ? normalize(event.snapshot) : undefined;
       if (!rel || isAbsolute(rel) || rel.startsWith(".."))
         throw new HttpError(404, "no_snapshot", `event ${event.id} has no snapshot`);

@@ -45,6 +45,7 @@ export async function settingsRoutes(app: FastifyInstance, ctx: ServerContext): 
       const next = await saveSettings(ctx.db, ctx.settings, request.body);
       Object.assign(ctx.settings, next);
       applySettings(ctx.settings, ctx.streams);
+      await ctx.cluster?.settingsChanged().catch(() => {});
       request.log.info({ settings: request.body }, "settings changed");
       return { settings: ctx.settings };
     },
