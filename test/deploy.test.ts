@@ -1,10 +1,12 @@
 /**
  * The deployment artefacts (deploy/, .dockerignore), checked without Docker or a cluster:
  * nginx -t on both sites and the plain-HTTP site proxying a stub app on loopback; compose.yaml
- * against the Compose Specification schema; the Kubernetes manifests against the Kubernetes API
- * schemas and with each other; the Dockerfile statically; the systemd unit with systemd-analyze;
- * and every setting they name against the app's own configuration. Each validator is also fed a
- * broken copy and must reject it. A missing tool skips its part with the reason.
+ * against the Compose Specification schema; the Kubernetes manifests (the several-replica base and
+ * the one-pod SQLite overlay) against the Kubernetes API schemas and with each other; the
+ * Dockerfile statically; the systemd unit with systemd-analyze; and every setting they name against
+ * the app's own configuration. The shapes several replicas need (no sticky upstream, two or more
+ * replicas, no shared volume, each pod's own address advertised) are checked too. Each validator is
+ * also fed a broken copy and must reject it. A missing tool skips its part with the reason.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -217,6 +219,25 @@ function streamingProblems(locations: string): string[] {
   return problems;
 }
 
+/**
+ * How a site's upstream picks an app server. Any replica serves any request (shared state in Redis
+ * and PostgreSQL), so nothing may pin a client to one: least_conn, which evens out the long-lived
+ * SSE, MJPEG and WebSocket connections, and no ip_hash, hash or sticky.
+ */
+function upstreamProblems(site: string): string[] {
+  const start = site.indexOf("upstream maskwatch {");
+  if (start < 0) return ["no upstream maskwatch"];
+  const block = site.slice(start, site.indexOf("}", start));
+  const methods = block
+    .split("\n")
+    .map((l) => /^\s*(ip_hash|hash|sticky|random|least_conn)\b[^;]*;/.exec(l.replace(/#.*$/, ""))?.[1])
+    .filter((m): m is string => m !== undefined);
+  const problems: string[] = [];
+  for (const m of methods) if (m !== "least_conn") problems.push(`upstream pins or scatters clients: ${m}`);
+  if (!methods.includes("least_conn")) problems.push("upstream is not least_conn");
+  return problems;
+}
+
 /** The headers helmet sends by default (src/server/app.ts registers @fastify/helmet). */
 const APP_SECURITY_HEADERS = [
   "content-security-policy",
@@ -309,6 +330,22 @@ describe("nginx", { skip: NGINX_SKIP ?? false }, () => {
     assert.deepEqual(streamingProblems(buffered), ["= /api/v1/live: proxy_buffering is not off"]);
     assert.deepEqual(streamingProblems(LOCATIONS.replace("location = /video_feed {", "location /video {")), [
       "no location = /video_feed",
+    ]);
+  });
+
+  test("both upstreams spread clients over every replica (least_conn, no ip_hash)", () => {
+    assert.deepEqual(upstreamProblems(SITE_TLS), []);
+    assert.deepEqual(upstreamProblems(SITE_HTTP), []);
+    assert.deepEqual(upstreamProblems(SITE_TLS.replace("least_conn;", "ip_hash;")), [
+      "upstream pins or scatters clients: ip_hash",
+      "upstream is not least_conn",
+    ]);
+    assert.deepEqual(
+      upstreamProblems(SITE_HTTP.replace("    least_conn;", "    least_conn;\n    hash $remote_addr;")),
+      ["upstream pins or scatters clients: hash"],
+    );
+    assert.deepEqual(upstreamProblems(SITE_HTTP.replace("least_conn;", "# least_conn;")), [
+      "upstream is not least_conn",
     ]);
   });
 
@@ -567,6 +604,23 @@ function composeProblems(c: Json): string[] {
     const url = new URL(value.replace(/\$\{[^}]*\}/g, "secret"));
     if (url.hostname !== host || !(host in services)) problems.push(`app: ${key} does not point at ${host}`);
   }
+  // Several replicas: each its own scratch space (a tmpfs), never a named volume or a bind mount
+  // that they would all share.
+  const replicas = Number(obj(app.deploy).replicas ?? 1);
+  if (!(replicas >= 2)) problems.push(`app: ${replicas} replica(s), not several`);
+  const dataDir = env.MASKWATCH_DATA_DIR;
+  for (const v of arr(app.volumes)) {
+    const [source, target] = String(v).split(":");
+    if (target === dataDir) problems.push(`app: ${dataDir} on ${source}, shared by every replica`);
+  }
+  if (!arr(app.tmpfs).some((t) => String(t).split(":")[0] === dataDir))
+    problems.push(`app: ${dataDir} is not a tmpfs`);
+  // The batch-job queue lives in Redis: it must survive a restart (append-only file).
+  if (!arr(obj(services.redis).command).join(" ").includes("--appendonly yes"))
+    problems.push("redis: no append-only file, so queued jobs would not survive a restart");
+  const nginxOnApp = obj(obj(obj(services.nginx).depends_on).app);
+  if (nginxOnApp.restart !== true)
+    problems.push("nginx: not restarted with the app (it resolves app at start)");
   const health = arr(obj(app.healthcheck).test).join(" ");
   if (!/127\.0\.0\.1:8080\/(ready|health)/.test(health))
     problems.push("app: healthcheck is not /ready or /health");
@@ -624,6 +678,8 @@ describe("compose.yaml", () => {
     for (const name of ["app", "postgres", "redis"]) assert.ok(obj(services[name]).healthcheck, name);
     assert.equal(obj(services.app).restart, "unless-stopped");
     assert.ok(!("ports" in obj(services.app)), "the app is reached through nginx only");
+    assert.ok(Number(obj(obj(services.app).deploy).replicas) >= 2, "several app replicas");
+    assert.ok(!("container_name" in obj(services.app)), "a container_name allows one replica only");
   });
 
   test("the consistency check catches what the schema cannot", () => {
@@ -632,8 +688,26 @@ describe("compose.yaml", () => {
     obj(app.environment).REDIS_URL = "redis://cache:6379/0";
     obj(app.environment).MASKWATCH_TRUSTPROXY = "on";
     app.volumes = ["maskwatch-dat:/data"];
+    app.tmpfs = ["/tmp"];
+    app.deploy = { replicas: 1 };
+    delete obj(obj(broken.services).redis).command;
+    delete obj(obj(obj(obj(broken.services).nginx).depends_on).app).restart;
     const problems = composeProblems(broken);
-    assert.equal(problems.length, 3, problems.join("\n"));
+    for (const what of [
+      "REDIS_URL does not point at redis",
+      "MASKWATCH_TRUSTPROXY",
+      "volume maskwatch-dat is not declared",
+      "/data on maskwatch-dat, shared by every replica",
+      "/data is not a tmpfs",
+      "1 replica(s)",
+      "append-only",
+      "nginx: not restarted",
+    ])
+      assert.ok(
+        problems.some((p) => p.includes(what)),
+        `${what} not reported: ${problems.join("; ")}`,
+      );
+    assert.equal(problems.length, 8, problems.join("\n"));
   });
 });
 
@@ -641,20 +715,25 @@ describe("compose.yaml", () => {
 // Kubernetes
 
 const K8S = join(DEPLOY, "k8s");
+/** The overlay of the base with one pod and SQLite on a volume. */
+const K8S_SQLITE = join(DEPLOY, "k8s-sqlite");
 const KUSTOMIZATION = parseYaml(read("deploy/k8s/kustomization.yaml")) as Json;
 const KUBECTL = findTool("kubectl");
+const KUBECTL_SKIP = KUBECTL ? null : "kubectl is not installed (it renders the overlay's patches)";
 
 /** The base as applied: `kubectl kustomize` when kubectl is here, else the listed files as they are. */
 function renderedBase(): { docs: Json[]; how: string } {
-  if (KUBECTL) {
-    const r = spawnSync(KUBECTL, ["kustomize", K8S], { encoding: "utf8" });
-    assert.equal(r.status, 0, r.stderr);
-    return { docs: parseAllDocuments(r.stdout).map((d) => d.toJSON() as Json), how: "kubectl kustomize" };
-  }
+  if (KUBECTL) return { docs: kustomize(K8S), how: "kubectl kustomize" };
   const docs = arr(KUSTOMIZATION.resources).flatMap((f) =>
     parseAllDocuments(read("deploy/k8s", String(f))).map((d) => d.toJSON() as Json),
   );
   return { docs, how: "the kustomization's files (kubectl absent)" };
+}
+
+function kustomize(dir: string): Json[] {
+  const r = spawnSync(KUBECTL!, ["kustomize", dir], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  return parseAllDocuments(r.stdout).map((d) => d.toJSON() as Json);
 }
 
 type Validating = new (data: unknown) => { validate(): void };
@@ -684,8 +763,47 @@ async function schemaProblems(doc: Json): Promise<string[]> {
 
 const byKind = (docs: Json[], kind: string) => docs.filter((d) => d.kind === kind);
 
-/** References between the objects, and the app's ports, probes, paths and settings. */
-function k8sProblems(docs: Json[], secret: Json): string[] {
+/** What a fieldRef gives a pod, for expanding $(…) references to it. */
+const FIELD_SAMPLES: Record<string, string> = {
+  "status.podIP": "10.244.1.7",
+  "metadata.name": "maskwatch-7d9f8-abcde",
+  "metadata.namespace": "maskwatch",
+};
+
+/**
+ * A container's `env` as the process gets it: Kubernetes expands `$(NAME)` in a value when NAME is
+ * defined above it (else leaves it as written). `own`: names used only inside such expansions, the
+ * pod's own (POD_IP), which the app need not read.
+ */
+function containerEnv(c: Json): { values: Record<string, string>; own: Set<string>; problems: string[] } {
+  const values: Record<string, string> = {};
+  const referenced = new Set<string>();
+  const problems: string[] = [];
+  for (const raw of arr(c.env)) {
+    const e = obj(raw);
+    const name = String(e.name);
+    const field = String(obj(obj(e.valueFrom).fieldRef).fieldPath ?? "");
+    if (e.valueFrom !== undefined) {
+      values[name] = FIELD_SAMPLES[field] ?? "from-elsewhere";
+      continue;
+    }
+    values[name] = String(e.value ?? "").replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, ref: string) => {
+      referenced.add(ref);
+      if (ref in values) return values[ref];
+      problems.push(`env ${name}: $(${ref}) is not defined above it, so it is not expanded`);
+      return whole;
+    });
+  }
+  return { values, own: referenced, problems };
+}
+
+type K8sShape = "replicas" | "single";
+
+/**
+ * References between the objects, and the app's ports, probes, paths and settings. `replicas`: the
+ * base, several pods sharing PostgreSQL and Redis; `single`: the SQLite overlay, one pod on a volume.
+ */
+function k8sProblems(docs: Json[], secret: Json, shape: K8sShape = "replicas"): string[] {
   const problems: string[] = [];
   const one = (kind: string): Json => {
     const found = byKind(docs, kind);
@@ -698,7 +816,7 @@ function k8sProblems(docs: Json[], secret: Json): string[] {
   const hpa = one("HorizontalPodAutoscaler");
   const pdb = one("PodDisruptionBudget");
   const config = one("ConfigMap");
-  const pvc = one("PersistentVolumeClaim");
+  const pvcs = byKind(docs, "PersistentVolumeClaim");
   const name = (o: Json) => String(obj(o.metadata).name);
   const spec = obj(deploy.spec);
   const pod = obj(obj(spec.template).spec);
@@ -740,8 +858,6 @@ function k8sProblems(docs: Json[], secret: Json): string[] {
   if (!obj(volumes[mounts["/tmp"]]).emptyDir) problems.push("/tmp is not an emptyDir");
   const dataDir = data.MASKWATCH_DATA_DIR;
   const dataVolume = obj(volumes[mounts[dataDir]]);
-  if (!dataDir || obj(dataVolume.persistentVolumeClaim).claimName !== name(pvc))
-    problems.push("MASKWATCH_DATA_DIR is not on the PVC");
   const envFrom = arr(c.envFrom).map(obj);
   if (!envFrom.some((e) => obj(e.configMapRef).name === name(config))) problems.push("ConfigMap not used");
   if (!envFrom.some((e) => obj(e.secretRef).name === name(secret))) problems.push("Secret not used");
@@ -763,23 +879,94 @@ function k8sProblems(docs: Json[], secret: Json): string[] {
     problems.push("Ingress buffers SSE/MJPEG");
   if (Number(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) < 3600)
     problems.push("Ingress timeout");
+  if (Object.keys(notes).some((k) => /affinity|upstream-hash-by/.test(k)))
+    problems.push("Ingress pins clients to pods (any pod serves any request)");
   const target = obj(obj(hpa.spec).scaleTargetRef);
   if (target.kind !== "Deployment" || target.name !== name(deploy))
     problems.push("HPA does not scale the Deployment");
   if (hpa.apiVersion !== "autoscaling/v2") problems.push("HPA is not autoscaling/v2");
   if (!arr(obj(hpa.spec).metrics).some((m) => obj(obj(m).resource).name === "cpu"))
     problems.push("HPA not on CPU");
+  const minReplicas = Number(obj(hpa.spec).minReplicas ?? 1);
+  const maxReplicas = Number(obj(hpa.spec).maxReplicas);
+  if (!(maxReplicas >= minReplicas)) problems.push("HPA maxReplicas is below minReplicas");
+  if (spec.replicas !== undefined) problems.push("Deployment sets replicas, which the HPA manages");
+  const strategy = obj(spec.strategy);
+  const pdbSpec = obj(pdb.spec);
+  const sleep = Number(
+    arr(obj(obj(obj(c.lifecycle).preStop).exec).command)
+      .map(String)
+      .find((a) => /^\d+$/.test(a)) ?? 0,
+  );
+  // The server's drain after SIGTERM gets 30 s everywhere (compose, systemd); Kubernetes counts the
+  // preStop sleep in the grace period as well.
+  if (Number(pod.terminationGracePeriodSeconds ?? 30) < sleep + 30)
+    problems.push(`terminationGracePeriodSeconds leaves under 30 s after the ${sleep} s preStop sleep`);
   // The settings as the pod gets them must pass the app's own validation.
-  const env = { ...data, ...(obj(secret.stringData) as Record<string, string>) };
-  const unknown = unknownEnv(Object.keys(env));
+  const own = containerEnv(c);
+  problems.push(...own.problems);
+  const env = { ...data, ...(obj(secret.stringData) as Record<string, string>), ...own.values };
+  const unknown = unknownEnv(Object.keys(env).filter((n) => !own.own.has(n)));
   if (unknown.length) problems.push(`unknown settings ${unknown.join(", ")}`);
+  let app: ReturnType<typeof loadConfig> | undefined;
   try {
-    loadConfig(env);
+    app = loadConfig(env);
   } catch (err) {
     problems.push((err as Error).message);
   }
+  if (shape === "replicas") {
+    // Several pods: PostgreSQL and Redis shared, no volume shared, each pod reachable by its IP.
+    if (pvcs.length) problems.push("a PersistentVolumeClaim in the base: the pods share no volume");
+    if (!dataDir || !dataVolume.emptyDir) problems.push("MASKWATCH_DATA_DIR is not an emptyDir (scratch)");
+    const rolling = obj(strategy.rollingUpdate);
+    if (strategy.type !== "RollingUpdate" || !/^0%?$/.test(String(rolling.maxUnavailable)))
+      problems.push("Deployment is not RollingUpdate with maxUnavailable 0");
+    else if (!(Number.parseInt(String(rolling.maxSurge), 10) >= 1))
+      problems.push("RollingUpdate maxSurge is 0");
+    if (!(minReplicas >= 2)) problems.push(`HPA minReplicas ${minReplicas}: fewer than 2`);
+    const minAvailable = Number(pdbSpec.minAvailable);
+    if (!(minAvailable >= 1 && minAvailable < minReplicas))
+      problems.push("PDB minAvailable is not at least 1 and under the HPA's minReplicas");
+    // Settings the app refused are reported above already.
+    const ip = arr(c.env)
+      .map(obj)
+      .find((e) => obj(obj(e.valueFrom).fieldRef).fieldPath === "status.podIP");
+    const advertise = app?.advertiseUrl ? new URL(app.advertiseUrl) : undefined;
+    if (app) {
+      if (!app.redisUrl) problems.push("no REDIS_URL: the pods would not act as one");
+      if (!/^postgres(ql)?:/.test(app.databaseUrl ?? ""))
+        problems.push("DATABASE_URL is not PostgreSQL: SQLite is one process only");
+      if (!ip || !advertise || advertise.hostname !== FIELD_SAMPLES["status.podIP"])
+        problems.push("MASKWATCH_ADVERTISE_URL is not the pod's IP (fieldRef status.podIP)");
+      else if (Number(advertise.port || 80) !== http?.containerPort)
+        problems.push("MASKWATCH_ADVERTISE_URL is not on the container port");
+    }
+  } else {
+    // One pod with SQLite on a ReadWriteOnce volume: never two at once.
+    const pvc = pvcs[0] ?? {};
+    if (pvcs.length !== 1 || obj(dataVolume.persistentVolumeClaim).claimName !== name(pvc))
+      problems.push("MASKWATCH_DATA_DIR is not on the PVC");
+    if (strategy.type !== "Recreate")
+      problems.push("Deployment is not Recreate: two pods would write SQLite");
+    if (maxReplicas !== 1) problems.push(`HPA maxReplicas ${maxReplicas}: SQLite is one process only`);
+    if (Number(pdbSpec.minAvailable ?? 0) >= 1)
+      problems.push("PDB minAvailable blocks every drain of one pod");
+    if (app?.databaseUrl) problems.push("DATABASE_URL set: the SQLite overlay is for no PostgreSQL");
+  }
   return problems;
 }
+
+/** A copy of the example Secret as the SQLite overlay wants it: no PostgreSQL, no Redis. */
+function sqliteSecret(secret: Json): Json {
+  const copy = structuredClone(secret);
+  delete obj(copy.stringData).DATABASE_URL;
+  delete obj(copy.stringData).REDIS_URL;
+  return copy;
+}
+
+/** The Deployment's first container, for editing broken copies. */
+const containerOf = (docs: Json[]) =>
+  obj(arr(obj(obj(obj(byKind(docs, "Deployment")[0].spec).template).spec).containers)[0]);
 
 describe("Kubernetes manifests", () => {
   const { docs, how } = renderedBase();
@@ -801,7 +988,7 @@ describe("Kubernetes manifests", () => {
       assert.ok(kinds.includes(k), `no ${k}`);
     assert.ok(!docs.some((d) => d.kind === "Secret"), "a Secret in the base");
     const values = Object.values(obj(secret.stringData)).map(String);
-    assert.ok(values.length >= 3 && values.every((v) => v.includes("CHANGE_ME")), "placeholders only");
+    assert.ok(values.length >= 4 && values.every((v) => v.includes("CHANGE_ME")), "placeholders only");
   });
 
   test("valid against the Kubernetes API schemas (kubernetes-models)", async (t) => {
@@ -826,15 +1013,201 @@ describe("Kubernetes manifests", () => {
     assert.deepEqual(k8sProblems(docs, secret), []);
   });
 
+  test("several pods: HPA from 2, RollingUpdate, emptyDir, the pod's IP advertised, Redis and PostgreSQL", () => {
+    const deploy = byKind(docs, "Deployment")[0];
+    const hpa = obj(byKind(docs, "HorizontalPodAutoscaler")[0].spec);
+    assert.ok(Number(hpa.minReplicas) >= 2 && Number(hpa.maxReplicas) > Number(hpa.minReplicas));
+    assert.equal(obj(obj(deploy.spec).strategy).type, "RollingUpdate");
+    const env = arr(containerOf(docs).env).map(obj);
+    assert.ok(env.some((e) => e.name === "POD_IP"));
+    assert.ok(env.some((e) => e.name === "MASKWATCH_ADVERTISE_URL"));
+    assert.ok(!docs.some((d) => d.kind === "PersistentVolumeClaim"));
+    // POD_IP is not a setting: it passes the name check only as an expansion inside another value.
+    assert.ok(!APP_ENV.has("POD_IP"));
+  });
+
   test("the consistency check catches broken copies", () => {
     const broken = structuredClone(docs);
-    const deploy = byKind(broken, "Deployment")[0];
-    const c = obj(arr(obj(obj(obj(deploy.spec).template).spec).containers)[0]);
+    const c = containerOf(broken);
     obj(obj(c.readinessProbe).httpGet).path = "/healthz";
     obj(c.securityContext).readOnlyRootFilesystem = false;
     obj(obj(byKind(broken, "Service")[0].spec).selector)["app.kubernetes.io/name"] = "maskwach";
     obj(byKind(broken, "ConfigMap")[0].data).MASKWATCH_WORKERS = "lots";
     assert.equal(k8sProblems(broken, secret).length, 4, k8sProblems(broken, secret).join("\n"));
+  });
+
+  test("the check catches a single-replica shape, or a broken pod address, in the base", () => {
+    const cases: [string, (d: Json[]) => void, RegExp, Json?][] = [
+      [
+        "HPA minReplicas 1",
+        (d) => {
+          obj(byKind(d, "HorizontalPodAutoscaler")[0].spec).minReplicas = 1;
+        },
+        /minReplicas 1: fewer than 2/,
+      ],
+      [
+        "Recreate",
+        (d) => {
+          obj(byKind(d, "Deployment")[0].spec).strategy = { type: "Recreate" };
+        },
+        /not RollingUpdate/,
+      ],
+      [
+        "maxUnavailable 1",
+        (d) => {
+          obj(obj(obj(byKind(d, "Deployment")[0].spec).strategy).rollingUpdate).maxUnavailable = 1;
+        },
+        /maxUnavailable 0/,
+      ],
+      [
+        "maxSurge 0",
+        (d) => {
+          obj(obj(obj(byKind(d, "Deployment")[0].spec).strategy).rollingUpdate).maxSurge = 0;
+        },
+        /maxSurge is 0/,
+      ],
+      [
+        "replicas fixed in the Deployment",
+        (d) => {
+          obj(byKind(d, "Deployment")[0].spec).replicas = 2;
+        },
+        /sets replicas/,
+      ],
+      [
+        "a PVC for /data",
+        (d) => {
+          const pod = obj(obj(obj(byKind(d, "Deployment")[0].spec).template).spec);
+          pod.volumes = arr(pod.volumes).map((v) =>
+            obj(v).name === "data"
+              ? { name: "data", persistentVolumeClaim: { claimName: "maskwatch-data" } }
+              : v,
+          );
+          d.push({ apiVersion: "v1", kind: "PersistentVolumeClaim", metadata: { name: "maskwatch-data" } });
+        },
+        /PersistentVolumeClaim in the base[\s\S]*not an emptyDir/,
+      ],
+      [
+        "PDB minAvailable 2",
+        (d) => {
+          obj(byKind(d, "PodDisruptionBudget")[0].spec).minAvailable = 2;
+        },
+        /PDB minAvailable/,
+      ],
+      [
+        "no REDIS_URL",
+        () => {},
+        /no REDIS_URL/,
+        (() => {
+          const s = structuredClone(secret);
+          delete obj(s.stringData).REDIS_URL;
+          return s;
+        })(),
+      ],
+      [
+        "SQLite",
+        () => {},
+        /not PostgreSQL/,
+        (() => {
+          const s = structuredClone(secret);
+          delete obj(s.stringData).DATABASE_URL;
+          return s;
+        })(),
+      ],
+      [
+        "POD_IP defined below its use",
+        (d) => {
+          const c = containerOf(d);
+          c.env = arr(c.env).reverse();
+        },
+        /\$\(POD_IP\) is not defined above it/,
+      ],
+      [
+        "the pod's name instead of its IP",
+        (d) => {
+          const ip = arr(containerOf(d).env).map(obj)[0];
+          obj(obj(ip.valueFrom).fieldRef).fieldPath = "metadata.name";
+        },
+        /not the pod's IP/,
+      ],
+      [
+        "the wrong port",
+        (d) => {
+          const advertise = arr(containerOf(d).env)
+            .map(obj)
+            .find((e) => e.name === "MASKWATCH_ADVERTISE_URL")!;
+          advertise.value = "http://$(POD_IP):9090";
+        },
+        /not on the container port/,
+      ],
+      [
+        "POD_IP used by nothing, and a misspelt setting",
+        (d) => {
+          const c = containerOf(d);
+          c.env = [
+            ...arr(c.env).map((e) =>
+              obj(e).name === "MASKWATCH_ADVERTISE_URL" ? { ...obj(e), value: "http://10.0.0.9:8080" } : e,
+            ),
+            { name: "MASKWATCH_LEASE_TIME", value: "5000" },
+          ];
+        },
+        /unknown settings POD_IP, MASKWATCH_LEASE_TIME/,
+      ],
+      [
+        "a short grace period",
+        (d) => {
+          obj(obj(obj(byKind(d, "Deployment")[0].spec).template).spec).terminationGracePeriodSeconds = 30;
+        },
+        /terminationGracePeriodSeconds/,
+      ],
+      [
+        "sticky sessions at the Ingress",
+        (d) => {
+          obj(obj(byKind(d, "Ingress")[0].metadata).annotations)["nginx.ingress.kubernetes.io/affinity"] =
+            "cookie";
+        },
+        /pins clients/,
+      ],
+    ];
+    for (const [what, breakIt, expected, brokenSecret] of cases) {
+      const broken = structuredClone(docs);
+      breakIt(broken);
+      const problems = k8sProblems(broken, brokenSecret ?? secret);
+      assert.match(problems.join("\n"), expected, `${what}: ${problems.join("; ") || "no problem reported"}`);
+    }
+  });
+});
+
+describe("the SQLite overlay (deploy/k8s-sqlite)", { skip: KUBECTL_SKIP ?? false }, () => {
+  const docs = KUBECTL ? kustomize(K8S_SQLITE) : [];
+  const secret = sqliteSecret(parseYaml(read("deploy/k8s/secret.example.yaml")) as Json);
+
+  test("one pod, Recreate, /data on a ReadWriteOnce PVC, a drain never blocked", async (t) => {
+    assert.deepEqual(k8sProblems(docs, secret, "single"), []);
+    const pvc = byKind(docs, "PersistentVolumeClaim")[0];
+    assert.deepEqual(arr(obj(pvc.spec).accessModes), ["ReadWriteOnce"]);
+    assert.ok(docs.every((d) => obj(d.metadata).namespace === "maskwatch" || d.kind === "Namespace"));
+    if (!K8S_MODELS) return t.skip(`kubernetes-models is not installed: ${K8S_MODELS_SKIP_HINT}`);
+    for (const doc of docs) assert.deepEqual(await schemaProblems(doc), [], String(doc.kind));
+  });
+
+  test("the check catches a second pod, a rolling update, a blocking PDB, no PVC, or PostgreSQL", () => {
+    const two = structuredClone(docs);
+    obj(byKind(two, "HorizontalPodAutoscaler")[0].spec).maxReplicas = 2;
+    assert.match(k8sProblems(two, secret, "single").join("\n"), /maxReplicas 2/);
+    const rolling = structuredClone(docs);
+    obj(byKind(rolling, "Deployment")[0].spec).strategy = { type: "RollingUpdate" };
+    assert.match(k8sProblems(rolling, secret, "single").join("\n"), /not Recreate/);
+    const blocking = structuredClone(docs);
+    obj(byKind(blocking, "PodDisruptionBudget")[0].spec).minAvailable = 1;
+    assert.match(k8sProblems(blocking, secret, "single").join("\n"), /blocks every drain/);
+    const scratch = structuredClone(docs);
+    const pod = obj(obj(obj(byKind(scratch, "Deployment")[0].spec).template).spec);
+    pod.volumes = arr(pod.volumes).map((v) => (obj(v).name === "data" ? { name: "data", emptyDir: {} } : v));
+    assert.match(k8sProblems(scratch, secret, "single").join("\n"), /not on the PVC/);
+    const pg = parseYaml(read("deploy/k8s/secret.example.yaml")) as Json;
+    assert.match(k8sProblems(docs, pg, "single").join("\n"), /DATABASE_URL set/);
+    // The base's shape is not the overlay's, and the other way round.
+    assert.ok(k8sProblems(docs, secret, "replicas").length > 0);
   });
 });
 
