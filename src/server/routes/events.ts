@@ -175,14 +175,18 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
     },
   );
 
-  app.get<{ Querystring: { from?: string; to?: string; source?: string } }>(
+  app.get<{ Querystring: { from?: string; to?: string; source?: string; label?: "no_mask" | "incorrect" } }>(
     "/api/v1/violations.csv",
     {
       schema: {
         summary: "Violations as CSV: the old app's columns Timestamp,Face_ID,Status,Confidence first",
         tags: ["events"],
         produces: ["text/csv"],
-        querystring: { type: "object", properties: range, additionalProperties: false },
+        querystring: {
+          type: "object",
+          properties: { ...range, label: { type: "string", enum: ["no_mask", "incorrect"] } },
+          additionalProperties: false,
+        },
       },
     },
     async (request, reply) => {
@@ -190,6 +194,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
       const filter = {
         ...timeRange(q),
         sourceId: q.source,
+        label: q.label,
         kind: "violation" as const,
         order: "asc" as const,
       };

@@ -107,9 +107,9 @@ export function ViolationsPage() {
         <FeedIndicator state={feedState} />
         <a
           className="button"
-          href={`/api/v1/violations.csv${query(range)}`}
+          href={`/api/v1/violations.csv${query({ ...range, label: applied.label })}`}
           download
-          title="Every violation in the chosen period and source, both labels"
+          title="The violations shown: the chosen period, source and label"
         >
           Export CSV
         </a>
