@@ -347,3 +347,28 @@ test("a browser source takes JPEG frames over the WebSocket and answers with tra
   assert.ok((await stat(join(dataDir, "maskwatch.db"))).size > 0);
   assert.equal((await call("/health")).status, 200);
 });
+
+test("a looped file plays on past its end at the pace asked, and the status's fps says so", async (t) => {
+  if (skip) return t.skip(skip);
+  const made = await call("/api/v1/sources", {
+    method: "POST",
+    body: JSON.stringify({ name: "loop", kind: "file", url: video, options: { loop: true, fps: 10 } }),
+  });
+  assert.equal(made.status, 201, made.text);
+  const id = made.body.id as string;
+  try {
+    assert.equal((await call(`/api/v1/sources/${id}/start`, { method: "POST" })).status, 200);
+    // The 6 s clip loops past its end; fps is averaged over the frames of the last second or so.
+    const status = await waitFor(
+      async () => {
+        const s = (await call(`/api/v1/sources/${id}`)).body.status as { frames: number; fps: number };
+        return s.frames >= 70 ? s : undefined;
+      },
+      30_000,
+      "70 frames of the looped clip",
+    );
+    assert.ok(status.fps > 2 && status.fps <= 12, `10 fps asked, ${status.fps} reported`);
+  } finally {
+    await call(`/api/v1/sources/${id}`, { method: "DELETE" });
+  }
+});

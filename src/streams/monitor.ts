@@ -105,6 +105,8 @@ export class SourceMonitor {
   private dropped = 0;
   private events = 0;
   private fps = 0;
+  /** Seconds between analysed frames (moving average). */
+  private interval = 0;
   private lastFrameAt: number | null = null;
   private startedAt: number | null = null;
   private lastError: string | null = null;
@@ -141,6 +143,7 @@ export class SourceMonitor {
     this.frames = 0;
     this.dropped = 0;
     this.fps = 0;
+    this.interval = 0;
     this.lastError = null;
     this.startedAt = Date.now();
     const s = this.source;
@@ -257,7 +260,12 @@ export class SourceMonitor {
     }
     if (this.lastFrameAt !== null) {
       const dt = (frame.at - this.lastFrameAt) / 1000;
-      if (dt > 0) this.fps = this.fps ? 0.8 * this.fps + 0.2 / dt : 1 / dt;
+      // Average the intervals, not their inverses: frames read in a burst (ms apart) would make
+      // an average of rates jump to hundreds of fps.
+      if (dt > 0) {
+        this.interval = this.interval ? 0.8 * this.interval + 0.2 * dt : dt;
+        this.fps = 1 / this.interval;
+      }
     }
     this.lastFrameAt = frame.at;
     this.frames++;
