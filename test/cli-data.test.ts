@@ -86,3 +86,39 @@ test("backup copies the live database; prune deletes old events with their snaps
   assert.equal(existsSync(join(dataDir, "snapshots/cam/new.jpg")), true);
   await db.close();
 });
+
+test("maskwatch users: add, list, reset a locked-out admin's password (ending sessions), remove", async () => {
+  const dataDir = await mkdtemp(join(tmpdir(), "maskwatch-cli-users-"));
+  dirs.push(dataDir);
+  const env = { MASKWATCH_DATA_DIR: dataDir };
+  const add = await run(["users", "add", "Boss", "--role", "admin"], {
+    ...env,
+    MASKWATCH_PASSWORD: "boss-pass-1",
+  });
+  assert.equal(add.code, 0, add.stderr);
+  assert.equal(add.stdout, "added boss (admin)\n");
+  const short = await run(["users", "add", "pat"], { ...env, MASKWATCH_PASSWORD: "short" });
+  assert.equal(short.code, 1);
+  assert.match(short.stderr, /password/);
+  assert.equal((await run(["users", "add", "pat"], { ...env, MASKWATCH_PASSWORD: "pat-pass-12" })).code, 0);
+  const list = await run(["users", "list"], env);
+  assert.match(list.stdout, /^boss\tadmin\tnever signed in\npat\tviewer\tnever signed in\n$/);
+
+  const db = await openDatabase({ dataDir });
+  const { createSession, findSession } = await import("../src/store/sessions.ts");
+  const { getUser, verifyUser } = await import("../src/store/users.ts");
+  const boss = (await getUser(db, "boss"))!;
+  const { token } = await createSession(db, boss.id, { ttlMs: 60_000 });
+  const reset = await run(["users", "password", "boss"], { ...env, MASKWATCH_PASSWORD: "new-boss-pass" });
+  assert.equal(reset.code, 0, reset.stderr);
+  assert.equal(reset.stdout, "password of boss set; 1 sessions ended\n");
+  assert.equal(await findSession(db, token, { ttlMs: 60_000 }), undefined);
+  assert.ok(await verifyUser(db, "boss", "new-boss-pass"));
+
+  const last = await run(["users", "remove", "boss"], env);
+  assert.equal(last.code, 1);
+  assert.match(last.stderr, /last admin/);
+  assert.equal((await run(["users", "remove", "pat"], env)).stdout, "removed pat\n");
+  assert.equal((await run(["users", "remove", "nobody"], env)).code, 1);
+  await db.close();
+});

@@ -4,6 +4,7 @@ import { registerDetectCommand } from "./detect.ts";
 import { registerKeysCommand } from "./keys.ts";
 import { registerModelsCommand } from "./models.ts";
 import { registerServeCommands } from "./serve.ts";
+import { registerUsersCommand } from "./users.ts";
 
 const program = new Command("maskwatch")
   .description("Face and face-mask detection: engine, models and service")
@@ -15,6 +16,7 @@ registerModelsCommand(program);
 registerServeCommands(program);
 registerKeysCommand(program);
 registerDataCommands(program);
+registerUsersCommand(program);
 
 try {
   await program.parseAsync(process.argv);
