@@ -175,6 +175,50 @@ test("keys: a key made in the console is shown once and works against the API", 
   await page.getByText("camera-gateway").first().waitFor();
 });
 
+test("a viewer sees everything but cannot change keys, sources or settings", async (t) => {
+  if (skip) return t.skip(skip);
+  const csrf = (await (await page.request.get("/api/v1/auth/session")).json()).csrf_token as string;
+  const made = await page.request.post("/api/v1/users", {
+    data: { username: "guard", password: "guard-pass-1", role: "viewer" },
+    headers: { "x-csrf-token": csrf },
+  });
+  assert.equal(made.status(), 201);
+  // What the viewer must not have, the admin has (so the checks below can fail).
+  await page.goto("/sources");
+  await page.getByRole("button", { name: "Add source" }).waitFor();
+  await page.goto("/settings");
+  assert.ok(await page.getByLabel("Smoothing frames").isEnabled());
+  const viewerContext = await browser!.newContext({
+    baseURL: server!.url,
+    viewport: { width: 1280, height: 860 },
+  });
+  const viewerErrors = watchErrors(viewerContext);
+  try {
+    const viewer = await viewerContext.newPage();
+    await viewer.goto("/login");
+    await viewer.getByLabel("Username").fill("guard");
+    await viewer.getByLabel("Password").fill("guard-pass-1");
+    await viewer.getByRole("button", { name: "Sign in" }).click();
+    await viewer.getByRole("heading", { name: "Dashboard", level: 1 }).waitFor();
+    assert.equal(await viewer.getByRole("link", { name: "API keys" }).count(), 0, "no keys page in the menu");
+    await viewer.goto("/settings");
+    await viewer.getByLabel("Smoothing frames").waitFor();
+    assert.ok(await viewer.getByLabel("Smoothing frames").isDisabled(), "settings are read-only");
+    assert.equal(await viewer.getByRole("button", { name: "Save settings" }).count(), 0);
+    await viewer.goto("/sources");
+    await viewer.getByRole("heading", { level: 1 }).waitFor();
+    assert.equal(
+      await viewer.getByRole("button", { name: "Add source" }).count(),
+      0,
+      "no way to add a source",
+    );
+    await screenshot(viewer, "sources-viewer");
+    assert.deepEqual(viewerErrors, []);
+  } finally {
+    await viewerContext.close();
+  }
+});
+
 test("every page renders; a phone-sized screen too; no console errors anywhere", async (t) => {
   if (skip) return t.skip(skip);
   for (const [path, name] of [
