@@ -15,10 +15,12 @@ import pg from "pg";
 import WebSocket from "ws";
 import { clusterSkipReason, type Proc, startApp, startNginx, startRedis, stop } from "./support/cluster.ts";
 import { ensureModels } from "./support/models.ts";
+import { sharedPath } from "./support/paths.ts";
 import { createTestDatabase, PG_SKIP_MESSAGE, type PgTestDatabase, pgTestUrl } from "./support/pg.ts";
 import { FACES, facePatch, renderFrame, videoSkipReason, writeVideo } from "./support/video.ts";
 
 const KEY = "cluster-bootstrap-key-0123456789";
+const PHOTO = sharedPath("datasets/dlib-faces/2008_002506.jpg") ?? "";
 const LEASE_MS = 3000;
 const RATE_LIMIT = 120;
 const pgUrl = pgTestUrl();
@@ -322,4 +324,24 @@ test("kill -9 of the replica running a file source: the other takes it within th
   } finally {
     for (const f of feeds) f.close();
   }
+});
+
+test("Redis going away takes no replica down: detection still answers, /ready says what is missing", async (t) => {
+  if (skip) return t.skip(skip);
+  const alive = apps.filter((a) => a.child.exitCode === null && a.child.signalCode === null);
+  assert.ok(alive.length >= 1);
+  await stop(redisProc);
+  for (const app of alive) {
+    const ready = await (await fetch(`${app.url}/ready`)).json();
+    assert.match(ready.checks.redis, /unreachable/, app.name);
+    assert.equal(ready.status, "ok", "models and database are what readiness needs");
+    const r = await api(app.url, "/api/v1/detect?detector=blazeface", {
+      method: "POST",
+      headers: { "content-type": "image/jpeg" },
+      body: await (await import("node:fs/promises")).readFile(PHOTO),
+    });
+    assert.equal(r.status, 200, `${app.name}: ${await r.text()}`);
+  }
+  await sleep(1500);
+  for (const app of alive) assert.equal(app.child.exitCode, null, `${app.name} is still running`);
 });
