@@ -139,7 +139,7 @@ describe("with MASKWATCH_ADMIN_PASSWORD", () => {
     assert.equal(api.status, 200);
   });
 
-  test("roles: a viewer reads and detects but cannot change keys, users, sources or settings", async () => {
+  test("roles: a viewer reads, detects and adds a browser camera, but cannot change keys, users, other sources or settings", async () => {
     const admin = new Client(server.url);
     await admin.login("admin", "first-admin-pw");
     const made = await admin.write("POST", "/api/v1/users", {
@@ -181,7 +181,7 @@ describe("with MASKWATCH_ADMIN_PASSWORD", () => {
       ["POST", "/api/v1/keys", { name: "v" }],
       ["GET", "/api/v1/keys", undefined],
       ["GET", "/api/v1/users", undefined],
-      ["POST", "/api/v1/sources", { name: "cam", kind: "browser" }],
+      ["POST", "/api/v1/sources", { name: "cam", kind: "file", url: "/tmp/x.mp4" }],
       ["PUT", "/api/v1/settings", { smoothing_frames: 5 }],
     ] as const) {
       const r = await viewer.write(method, path, body);
@@ -189,6 +189,11 @@ describe("with MASKWATCH_ADMIN_PASSWORD", () => {
       assert.equal(r.json.code, "forbidden");
       assert.match(r.json.message as string, /viewer role/);
     }
+    const camera = await viewer.write("POST", "/api/v1/sources", {
+      name: "Browser camera (guard)",
+      kind: "browser",
+    });
+    assert.equal(camera.status, 201, "a viewer may add their own browser camera");
   });
 
   test("logout ends the session; a password change ends the others; removing a user ends theirs", async () => {

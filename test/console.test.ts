@@ -213,6 +213,22 @@ test("a viewer sees everything but cannot change keys, sources or settings", asy
       "no way to add a source",
     );
     await screenshot(viewer, "sources-viewer");
+    // The viewer's own camera is a source of its own, not the admin's.
+    await viewer.goto("/live");
+    await viewer.getByRole("button", { name: "Start" }).click();
+    await viewer.waitForFunction(
+      () => Number(document.querySelector('[data-testid="live-overlay"]')?.getAttribute("data-frames")) >= 3,
+      undefined,
+      { timeout: 60_000 },
+    );
+    await viewer.getByRole("button", { name: "Stop" }).click();
+    const names = (
+      (await (await viewer.request.get("/api/v1/sources")).json()).sources as { name: string; kind: string }[]
+    )
+      .filter((x) => x.kind === "browser")
+      .map((x) => x.name)
+      .sort();
+    assert.deepEqual(names, ["Browser camera (admin)", "Browser camera (guard)"]);
     assert.deepEqual(viewerErrors, []);
   } finally {
     await viewerContext.close();

@@ -57,7 +57,9 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
       },
     },
     async (request, reply) => {
-      admin(request);
+      // Anyone who may detect may add their own browser camera; cameras, streams and files are admins'.
+      if (request.body.kind === "browser") requireScope(request, "detect", ctx.config.auth);
+      else admin(request);
       reply.status(201);
       return present(await streams.create(request.body));
     },

@@ -10,12 +10,14 @@ import { useSearchParam } from "../router.tsx";
 import { useSession } from "../session.tsx";
 
 const BROWSER = "browser";
-const BROWSER_SOURCE_NAME = "Browser camera";
+/** Each user's camera is a source of its own: two cameras must never feed one tracker. */
+const browserSourceName = (username: string | undefined) =>
+  username ? `Browser camera (${username})` : "Browser camera";
 const ACTIVE_STATES = new Set(["starting", "running", "reconnecting"]);
 
 export function LivePage() {
   useDocumentTitle("Live");
-  const { isAdmin } = useSession();
+  const { isAdmin, user } = useSession();
   const [choice, setChoice] = useSearchParam("source");
   const sources = useFetch<{ sources: Source[] }>("/api/v1/sources", 2000);
   const serverSources = sources.data?.sources.filter((s) => s.kind !== "browser") ?? [];
@@ -46,7 +48,7 @@ export function LivePage() {
         </label>
       </PageHeader>
       {selected === BROWSER ? (
-        <BrowserCamera isAdmin={isAdmin} />
+        <BrowserCamera sourceName={browserSourceName(user?.username)} />
       ) : source ? (
         <ServerSourceView source={source} isAdmin={isAdmin} onChanged={sources.reload} />
       ) : sources.error ? (
@@ -60,19 +62,12 @@ export function LivePage() {
   );
 }
 
-/** The id of the browser source this camera sends to: the existing one, or a new one (admins). */
-async function browserSourceId(isAdmin: boolean): Promise<string> {
+/** The id of this user's browser source: the existing one, or a new one. */
+async function browserSourceId(name: string): Promise<string> {
   const { sources } = await api<{ sources: Source[] }>("/api/v1/sources");
-  const browser = sources.filter((s) => s.kind === "browser");
-  const found = browser.find((s) => s.name === BROWSER_SOURCE_NAME) ?? browser[0];
+  const found = sources.find((s) => s.kind === "browser" && s.name === name);
   if (found) return found.id;
-  if (!isAdmin)
-    throw new Error(
-      "There is no browser source yet. An admin can create one by starting this page's camera once.",
-    );
-  const created = await api<Source>("/api/v1/sources", {
-    body: { name: BROWSER_SOURCE_NAME, kind: "browser" },
-  });
+  const created = await api<Source>("/api/v1/sources", { body: { name, kind: "browser" } });
   return created.id;
 }
 
@@ -82,7 +77,7 @@ interface CameraStats {
   fps: number;
 }
 
-function BrowserCamera({ isAdmin }: { isAdmin: boolean }) {
+function BrowserCamera({ sourceName }: { sourceName: string }) {
   const video = useRef<HTMLVideoElement>(null);
   const overlay = useRef<HTMLCanvasElement>(null);
   const session = useRef<CameraSession | null>(null);
@@ -123,7 +118,7 @@ function BrowserCamera({ isAdmin }: { isAdmin: boolean }) {
     });
     session.current = camera;
     try {
-      await camera.start(await browserSourceId(isAdmin));
+      await camera.start(await browserSourceId(sourceName));
       if (session.current === camera) setPhase("on");
     } catch (err) {
       camera.stop();
