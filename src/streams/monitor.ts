@@ -7,10 +7,11 @@ import { EventEmitter } from "node:events";
 
 import sharp from "sharp";
 import type { Database } from "../store/db.ts";
-import { type EventRecord, insertEvent } from "../store/events.ts";
+import { type EventRecord, insertEvent, listEvents } from "../store/events.ts";
 import type { SourceRecord } from "../store/sources.ts";
 import { drawFaces } from "../vision/draw.ts";
 import type { AnalyzeOptions } from "../vision/engine.ts";
+import { iou } from "../vision/nms.ts";
 import { type LabelChange, type Track, Tracker } from "../vision/tracker.ts";
 import type { Face, MaskLabel, RgbImage } from "../vision/types.ts";
 import { type CaptureState, FfmpegCapture, type Frame } from "./ffmpeg.ts";
@@ -93,6 +94,8 @@ export function createBus(): MonitorBus {
 }
 
 const VIOLATIONS: ReadonlySet<MaskLabel> = new Set(["no_mask", "incorrect"]);
+/** Overlap at which a new track's violation is taken for an earlier run's (same person, same place). */
+const SAME_PLACE_IOU = 0.3;
 
 export class SourceMonitor {
   readonly mjpeg = new MjpegHub();
@@ -113,6 +116,8 @@ export class SourceMonitor {
   private latencyMs: number | null = null;
   private visible: Track[] = [];
   private readonly lastViolation = new Map<number, number>();
+  /** Violations of this source within the cooldown before this run started (see start()). */
+  private earlier: Promise<EventRecord[]> = Promise.resolve([]);
   private idle: Promise<void> = Promise.resolve();
 
   constructor(
@@ -139,6 +144,15 @@ export class SourceMonitor {
     // Settings may have changed since the last run (the smoothing window among them).
     this.tracker = new Tracker({ window: this.settings.window });
     this.lastViolation.clear();
+    // A run that follows another (a restart, or a takeover from a replica that died) starts with new
+    // track ids: a violation within the cooldown at the same place, with the same label, is the same person.
+    const since = Date.now() - this.settings.cooldownMs;
+    this.earlier =
+      this.settings.cooldownMs > 0
+        ? listEvents(this.deps.db, { sourceId: this.source.id, kind: "violation", from: since, limit: 100 })
+            .then((page) => page.events)
+            .catch(() => [])
+        : Promise.resolve([]);
     this.visible = [];
     this.frames = 0;
     this.dropped = 0;
@@ -303,6 +317,14 @@ export class SourceMonitor {
     if (this.deps.mayWrite && !this.deps.mayWrite()) return;
     let kind: "violation" | "observation" = "observation";
     if (VIOLATIONS.has(to)) {
+      if (!this.lastViolation.has(track.id)) {
+        const box = track.box as [number, number, number, number];
+        const same = (await this.earlier).find(
+          (e) =>
+            e.label === to && frame.at - e.at < this.settings.cooldownMs && iou(e.box, box) >= SAME_PLACE_IOU,
+        );
+        if (same) this.lastViolation.set(track.id, same.at);
+      }
       const last = this.lastViolation.get(track.id);
       if (last !== undefined && frame.at - last < this.settings.cooldownMs) return;
       this.lastViolation.set(track.id, frame.at);
