@@ -22,6 +22,7 @@ import WebSocket, { WebSocketServer } from "ws";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { MODELS } from "../src/models/registry.ts";
 import { loadConfig } from "../src/server/config.ts";
+import { freePort } from "./support/cluster.ts";
 import { REPO } from "./support/paths.ts";
 
 const DEPLOY = join(REPO, "deploy");
@@ -470,14 +471,6 @@ function retarget(site: string, appPort: number, port: number): string {
   return site
     .replace(upstream, (_, head: string) => `${head}127.0.0.1:${appPort}`)
     .replace(listen, (_, head: string) => `${head}127.0.0.1:${port};`);
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 async function waitForPort(port: number, log: () => string): Promise<void> {

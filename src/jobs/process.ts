@@ -19,7 +19,7 @@ import {
   setJobTotal,
   startJob,
 } from "../store/jobs.ts";
-import { ffmpegArgs, parseOutputSize } from "../streams/ffmpeg.ts";
+import { ffmpegArgs, lastLine, parseOutputSize } from "../streams/ffmpeg.ts";
 import type { AnalyzeOptions } from "../vision/engine.ts";
 import { ImageError } from "../vision/image.ts";
 import { analyzeOptions, type DetectParams } from "../vision/options.ts";
@@ -332,12 +332,4 @@ class Runner {
     if (index === 0) throw new Error("the video has no frames");
     if (!(await setJobTotal(this.deps.db, this.job.id, this.job.attempts, index))) throw new Stop("gone");
   }
-}
-
-function lastLine(text: string): string {
-  const lines = text
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter(Boolean);
-  return lines.at(-1)?.slice(0, 300) ?? "";
 }

@@ -122,46 +122,7 @@ export const migrations: readonly Migration[] = [
     up: [
       // Batch jobs. The uploaded zip or video is kept in the row (replicas share the database, not disks)
       // until the job ends; results are one row per image or frame.
-      {
-        sqlite: `CREATE TABLE jobs (
-          id TEXT PRIMARY KEY,
-          kind TEXT NOT NULL,
-          state TEXT NOT NULL,
-          options TEXT NOT NULL,
-          input BLOB NULL,
-          input_name TEXT NULL,
-          input_size BIGINT NOT NULL,
-          progress_done INTEGER NOT NULL,
-          progress_total INTEGER NULL,
-          faces INTEGER NOT NULL,
-          errors INTEGER NOT NULL,
-          attempts INTEGER NOT NULL,
-          error TEXT NULL,
-          created_by TEXT NULL,
-          created_at BIGINT NOT NULL,
-          started_at BIGINT NULL,
-          finished_at BIGINT NULL
-        )`,
-        postgres: `CREATE TABLE jobs (
-          id TEXT PRIMARY KEY,
-          kind TEXT NOT NULL,
-          state TEXT NOT NULL,
-          options TEXT NOT NULL,
-          input BYTEA NULL,
-          input_name TEXT NULL,
-          input_size BIGINT NOT NULL,
-          progress_done INTEGER NOT NULL,
-          progress_total INTEGER NULL,
-          faces INTEGER NOT NULL,
-          errors INTEGER NOT NULL,
-          attempts INTEGER NOT NULL,
-          error TEXT NULL,
-          created_by TEXT NULL,
-          created_at BIGINT NOT NULL,
-          started_at BIGINT NULL,
-          finished_at BIGINT NULL
-        )`,
-      },
+      { sqlite: jobsTable("BLOB"), postgres: jobsTable("BYTEA") },
       "CREATE INDEX jobs_created_idx ON jobs (created_at, id)",
       "CREATE INDEX jobs_state_idx ON jobs (state, created_at)",
       `CREATE TABLE job_results (
@@ -190,6 +151,29 @@ export const migrations: readonly Migration[] = [
     ],
   },
 ];
+
+/** Migration 4's jobs table; the engines differ only in the type of the input bytes. */
+function jobsTable(bytes: "BLOB" | "BYTEA"): string {
+  return `CREATE TABLE jobs (
+          id TEXT PRIMARY KEY,
+          kind TEXT NOT NULL,
+          state TEXT NOT NULL,
+          options TEXT NOT NULL,
+          input ${bytes} NULL,
+          input_name TEXT NULL,
+          input_size BIGINT NOT NULL,
+          progress_done INTEGER NOT NULL,
+          progress_total INTEGER NULL,
+          faces INTEGER NOT NULL,
+          errors INTEGER NOT NULL,
+          attempts INTEGER NOT NULL,
+          error TEXT NULL,
+          created_by TEXT NULL,
+          created_at BIGINT NOT NULL,
+          started_at BIGINT NULL,
+          finished_at BIGINT NULL
+        )`;
+}
 
 /** Any PostgreSQL advisory-lock key unique to maskwatch's migrator. */
 const PG_MIGRATION_LOCK = 7_244_719_001;

@@ -225,7 +225,8 @@ export class FfmpegCapture {
   }
 }
 
-function lastLine(text: string): string {
+/** The last non-empty line of ffmpeg's stderr (its reason for failing), at most 300 characters. */
+export function lastLine(text: string): string {
   const lines = text
     .split(/\r?\n/)
     .map((l) => l.trim())

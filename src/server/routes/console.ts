@@ -1,4 +1,5 @@
-import { existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import { join, normalize } from "node:path";
 import fastifyStatic from "@fastify/static";
 import type { FastifyInstance, FastifyReply } from "fastify";
@@ -32,7 +33,7 @@ export async function consoleRoutes(app: FastifyInstance, ctx: ServerContext): P
       const path = `/${request.params["*"]}`;
       if (API_PATHS.test(path)) throw new HttpError(404, "not_found", `no route GET ${path}`);
       const rel = normalize(path).replace(/^(\.\.[/\\])+/, "");
-      if (built && rel !== "/" && isFile(join(root, rel))) {
+      if (built && rel !== "/" && (await isFile(join(root, rel)))) {
         reply.header(
           "cache-control",
           rel.startsWith("/assets/") ? "public, max-age=31536000, immutable" : "no-cache",
@@ -47,10 +48,6 @@ export async function consoleRoutes(app: FastifyInstance, ctx: ServerContext): P
   );
 }
 
-function isFile(path: string): boolean {
-  try {
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
+async function isFile(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isFile() ?? false;
 }

@@ -53,6 +53,69 @@ function fromDraft(d: Draft): Settings {
   };
 }
 
+/** The numeric settings, in form order; optional ones may be left empty for the default. */
+const NUMBER_FIELDS: {
+  key: keyof Settings;
+  label: string;
+  help: string;
+  min: number;
+  max: number;
+  step: number;
+  optional?: boolean;
+}[] = [
+  {
+    key: "detection_threshold",
+    label: "Detection threshold",
+    help: "0–1; empty: the detector's default.",
+    min: 0,
+    max: 1,
+    step: 0.01,
+    optional: true,
+  },
+  {
+    key: "mask_threshold",
+    label: "Mask threshold",
+    help: "0–1; empty: the classifier's default.",
+    min: 0,
+    max: 1,
+    step: 0.01,
+    optional: true,
+  },
+  {
+    key: "min_face_size",
+    label: "Min face size",
+    help: "Pixels; smaller faces are ignored. Empty: default.",
+    min: 4,
+    max: 4096,
+    step: 1,
+    optional: true,
+  },
+  {
+    key: "smoothing_frames",
+    label: "Smoothing frames",
+    help: "Frames averaged before a person's label settles.",
+    min: 1,
+    max: 100,
+    step: 1,
+  },
+  {
+    key: "cooldown_seconds",
+    label: "Cooldown (seconds)",
+    help: "Before the same person raises another violation.",
+    min: 0,
+    max: 86400,
+    step: 1,
+  },
+  {
+    key: "retention_days",
+    label: "Retention (days)",
+    help: "Events and snapshots older than this are deleted; 0 keeps all.",
+    min: 0,
+    max: 36500,
+    step: 1,
+  },
+];
+
 function MonitoringSettings({ editable }: { editable: boolean }) {
   const settings = useFetch<{ settings: Settings }>("/api/v1/settings");
   const models = useFetch<ModelsInfo>("/api/v1/models");
@@ -117,75 +180,20 @@ function MonitoringSettings({ editable }: { editable: boolean }) {
                 ))}
               </select>
             </Field>
-            <Field label="Detection threshold" help="0–1; empty: the detector's default.">
-              <input
-                type="number"
-                min={0}
-                max={1}
-                step={0.01}
-                placeholder="default"
-                value={String(draft.detection_threshold)}
-                onChange={(e) => set({ detection_threshold: e.target.value })}
-              />
-            </Field>
-            <Field label="Mask threshold" help="0–1; empty: the classifier's default.">
-              <input
-                type="number"
-                min={0}
-                max={1}
-                step={0.01}
-                placeholder="default"
-                value={String(draft.mask_threshold)}
-                onChange={(e) => set({ mask_threshold: e.target.value })}
-              />
-            </Field>
-            <Field label="Min face size" help="Pixels; smaller faces are ignored. Empty: default.">
-              <input
-                type="number"
-                min={4}
-                max={4096}
-                step={1}
-                placeholder="default"
-                value={String(draft.min_face_size)}
-                onChange={(e) => set({ min_face_size: e.target.value })}
-              />
-            </Field>
-            <Field label="Smoothing frames" help="Frames averaged before a person's label settles.">
-              <input
-                type="number"
-                min={1}
-                max={100}
-                step={1}
-                required
-                value={String(draft.smoothing_frames)}
-                onChange={(e) => set({ smoothing_frames: e.target.value })}
-              />
-            </Field>
-            <Field label="Cooldown (seconds)" help="Before the same person raises another violation.">
-              <input
-                type="number"
-                min={0}
-                max={86400}
-                step={1}
-                required
-                value={String(draft.cooldown_seconds)}
-                onChange={(e) => set({ cooldown_seconds: e.target.value })}
-              />
-            </Field>
-            <Field
-              label="Retention (days)"
-              help="Events and snapshots older than this are deleted; 0 keeps all."
-            >
-              <input
-                type="number"
-                min={0}
-                max={36500}
-                step={1}
-                required
-                value={String(draft.retention_days)}
-                onChange={(e) => set({ retention_days: e.target.value })}
-              />
-            </Field>
+            {NUMBER_FIELDS.map((f) => (
+              <Field key={f.key} label={f.label} help={f.help}>
+                <input
+                  type="number"
+                  min={f.min}
+                  max={f.max}
+                  step={f.step}
+                  required={!f.optional}
+                  placeholder={f.optional ? "default" : undefined}
+                  value={String(draft[f.key])}
+                  onChange={(e) => set({ [f.key]: e.target.value })}
+                />
+              </Field>
+            ))}
             <div className="field checks">
               <label className="check">
                 <input
