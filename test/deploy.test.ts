@@ -22,6 +22,7 @@ import WebSocket, { WebSocketServer } from "ws";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { MODELS } from "../src/models/registry.ts";
 import { loadConfig } from "../src/server/config.ts";
+import { skipUnlessCI, unlessCI } from "./support/ci.ts";
 import { freePort } from "./support/cluster.ts";
 import { REPO } from "./support/paths.ts";
 
@@ -255,9 +256,9 @@ const APP_SECURITY_HEADERS = [
   "x-xss-protection",
 ];
 
-describe("nginx", { skip: NGINX_SKIP ?? false }, () => {
+describe("nginx", { skip: skipUnlessCI(NGINX_SKIP ?? false) }, () => {
   test("nginx -t accepts the TLS site with a throwaway self-signed certificate", async (t) => {
-    if (!OPENSSL) return t.skip("openssl is not installed (apt-get install -y openssl)");
+    if (!OPENSSL) return t.skip(unlessCI("openssl is not installed (apt-get install -y openssl)"));
     const dir = await nginxPrefix("tls", SITE_TLS);
     await selfSignedCert(dir);
     const r = nginxTest(dir);
@@ -985,12 +986,12 @@ describe("Kubernetes manifests", () => {
   });
 
   test("valid against the Kubernetes API schemas (kubernetes-models)", async (t) => {
-    if (!K8S_MODELS) return t.skip(`kubernetes-models is not installed: ${K8S_MODELS_SKIP_HINT}`);
+    if (!K8S_MODELS) return t.skip(unlessCI(`kubernetes-models is not installed: ${K8S_MODELS_SKIP_HINT}`));
     for (const doc of [...docs, secret]) assert.deepEqual(await schemaProblems(doc), [], String(doc.kind));
   });
 
   test('the schemas reject broken copies (replicas: "two", a string port, a missing selector)', async (t) => {
-    if (!K8S_MODELS) return t.skip(`kubernetes-models is not installed: ${K8S_MODELS_SKIP_HINT}`);
+    if (!K8S_MODELS) return t.skip(unlessCI(`kubernetes-models is not installed: ${K8S_MODELS_SKIP_HINT}`));
     const deploy = structuredClone(byKind(docs, "Deployment")[0]);
     obj(deploy.spec).replicas = "two";
     assert.match((await schemaProblems(deploy)).join(), /replicas must be integer/);
@@ -1170,7 +1171,7 @@ describe("Kubernetes manifests", () => {
   });
 });
 
-describe("the SQLite overlay (deploy/k8s-sqlite)", { skip: KUBECTL_SKIP ?? false }, () => {
+describe("the SQLite overlay (deploy/k8s-sqlite)", { skip: skipUnlessCI(KUBECTL_SKIP ?? false) }, () => {
   const docs = KUBECTL ? kustomize(K8S_SQLITE) : [];
   const secret = sqliteSecret(parseYaml(read("deploy/k8s/secret.example.yaml")) as Json);
 
@@ -1179,7 +1180,7 @@ describe("the SQLite overlay (deploy/k8s-sqlite)", { skip: KUBECTL_SKIP ?? false
     const pvc = byKind(docs, "PersistentVolumeClaim")[0];
     assert.deepEqual(arr(obj(pvc.spec).accessModes), ["ReadWriteOnce"]);
     assert.ok(docs.every((d) => obj(d.metadata).namespace === "maskwatch" || d.kind === "Namespace"));
-    if (!K8S_MODELS) return t.skip(`kubernetes-models is not installed: ${K8S_MODELS_SKIP_HINT}`);
+    if (!K8S_MODELS) return t.skip(unlessCI(`kubernetes-models is not installed: ${K8S_MODELS_SKIP_HINT}`));
     for (const doc of docs) assert.deepEqual(await schemaProblems(doc), [], String(doc.kind));
   });
 
@@ -1429,7 +1430,7 @@ describe("maskwatch.service", () => {
   });
 
   test("systemd-analyze verify passes, and reports a broken copy", async (t) => {
-    if (SYSTEMD_SKIP) return t.skip(SYSTEMD_SKIP);
+    if (SYSTEMD_SKIP) return t.skip(unlessCI(SYSTEMD_SKIP));
     const verify = async (name: string, text: string) => {
       const file = join(work, name);
       await writeFile(file, text);
@@ -1451,7 +1452,7 @@ describe("maskwatch.service", () => {
   });
 
   test("systemd-analyze security rates the hardening OK (and a copy without it UNSAFE)", async (t) => {
-    if (SYSTEMD_SKIP) return t.skip(SYSTEMD_SKIP);
+    if (SYSTEMD_SKIP) return t.skip(unlessCI(SYSTEMD_SKIP));
     const exposure = async (name: string, text: string) => {
       const file = join(work, name);
       await writeFile(file, text);

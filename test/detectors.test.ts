@@ -13,6 +13,7 @@ import { decodeImage } from "../src/vision/image.ts";
 import { scalePyramid } from "../src/vision/mtcnn.ts";
 import { iou } from "../src/vision/nms.ts";
 import type { Face, RgbImage } from "../src/vision/types.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { sharedPath } from "./support/paths.ts";
 
@@ -66,9 +67,9 @@ test("every detector has an expected count", () => {
 
 for (const [id, want] of Object.entries(EXPECTED)) {
   test(`${id}: finds ${want.found} of the 43 dlib-faces faces, at most ${want.maxFalse} extra`, async (t) => {
-    if (!dlibDir) return t.skip("../shared/datasets/dlib-faces is absent (set MASKWATCH_SHARED)");
+    if (!dlibDir) return t.skip(unlessCI("../shared/datasets/dlib-faces is absent (set MASKWATCH_SHARED)"));
     const skip = await ensureModels(DETECTORS[id].models);
-    if (skip) return t.skip(skip);
+    if (skip) return t.skip(unlessCI(skip));
     const detector = await engine.detector(id);
     let found = 0;
     let unmatched = 0;
@@ -98,9 +99,9 @@ for (const [id, want] of Object.entries(EXPECTED)) {
   });
 
   test(`${id}: same input, same output`, async (t) => {
-    if (!dlibDir) return t.skip("../shared/datasets/dlib-faces is absent (set MASKWATCH_SHARED)");
+    if (!dlibDir) return t.skip(unlessCI("../shared/datasets/dlib-faces is absent (set MASKWATCH_SHARED)"));
     const skip = await ensureModels(DETECTORS[id].models);
-    if (skip) return t.skip(skip);
+    if (skip) return t.skip(unlessCI(skip));
     const detector = await engine.detector(id);
     const [{ image }] = await dataset();
     const a = await detector.detect(image);
@@ -111,7 +112,7 @@ for (const [id, want] of Object.entries(EXPECTED)) {
 
 test("MTCNN: eyes left of right, mouth below the nose, on a frontal face", async (t) => {
   const file = sharedPath("datasets/dlib-faces/2008_002506.jpg");
-  if (!file) return t.skip("../shared/datasets/dlib-faces is absent");
+  if (!file) return t.skip(unlessCI("../shared/datasets/dlib-faces is absent"));
   const { image } = await decodeImage(await readFile(file));
   const { faces } = await (await engine.detector("mtcnn")).detect(image);
   assert.equal(faces.length, 3);
@@ -128,7 +129,7 @@ test("MTCNN: eyes left of right, mouth below the nose, on a frontal face", async
 
 test("MTCNN honours min_face_size and the stage thresholds", async (t) => {
   const file = sharedPath("datasets/dlib-faces/2008_002506.jpg");
-  if (!file) return t.skip("../shared/datasets/dlib-faces is absent");
+  if (!file) return t.skip(unlessCI("../shared/datasets/dlib-faces is absent"));
   const { image } = await decodeImage(await readFile(file));
   const mtcnn = await engine.detector("mtcnn");
   const all = (await mtcnn.detect(image)).faces;

@@ -19,6 +19,7 @@ import {
   parseYoloLabels,
   resolveDataset,
 } from "../eval/groundtruth.ts";
+import { unlessCI } from "./support/ci.ts";
 
 function tempDir(): string {
   return mkdtempSync(path.join(tmpdir(), "maskwatch-gt-"));
@@ -258,7 +259,7 @@ function allImagesExist(gt: GtImage[]): void {
 
 test("Kaggle face-mask: test split from splits.json", async (t) => {
   const why = needs("kaggle-face-mask/splits.json");
-  if (why) return t.skip(why);
+  if (why) return t.skip(unlessCI(why));
   const splits = JSON.parse(
     readFileSync(path.join(ROOT, "kaggle-face-mask", "splits.json"), "utf8"),
   ) as Record<string, string[]>;
@@ -285,7 +286,7 @@ test("Kaggle face-mask: test split from splits.json", async (t) => {
 
 test("wider-val-200: 200 images, 4,370 faces", async (t) => {
   const why = needs("wider-val-200/gt.txt");
-  if (why) return t.skip(why);
+  if (why) return t.skip(unlessCI(why));
   assert.equal(resolveDataset("wider").format, "wider");
   const gt = await loadGroundTruth("wider");
   const c = countObjects(gt);
@@ -303,7 +304,7 @@ test("wider-val-200: 200 images, 4,370 faces", async (t) => {
 
 test("dlib faces: testing.xml (default) and training.xml", async (t) => {
   const why = needs("dlib-faces/testing.xml");
-  if (why) return t.skip(why);
+  if (why) return t.skip(unlessCI(why));
   assert.equal(resolveDataset("dlib").format, "dlib");
   const test = await loadGroundTruth("dlib");
   assert.deepEqual([test.length, countObjects(test).objects], [5, 25]);

@@ -16,6 +16,7 @@ import { after, before, describe, test } from "node:test";
 import { zipSync } from "fflate";
 import { loadConfig } from "../src/server/config.ts";
 import { type RunningServer, startServer } from "../src/server/main.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { sharedPath } from "./support/paths.ts";
 import { createTestSchema, PG_SKIP_MESSAGE, type PgTestSchema, pgTestUrl } from "./support/pg.ts";
@@ -125,7 +126,7 @@ const photosZip = () =>
 
 describe("one server, in-process queue (SQLite)", () => {
   test("a zip of images: every image analysed as /api/v1/detect would, the broken one an error of its own", async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return t.skip(unlessCI(skip));
     const base = server!.url;
     const created = await post(
       base,
@@ -204,7 +205,7 @@ describe("one server, in-process queue (SQLite)", () => {
   });
 
   test("a video: one result per sampled frame with its time; 409 before the end", async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return t.skip(unlessCI(skip));
     const base = server!.url;
     const bytes = await readFile(video);
     const created = await post(
@@ -246,7 +247,7 @@ describe("one server, in-process queue (SQLite)", () => {
   });
 
   test("bad inputs are refused before queueing, with clear 4xx", async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return t.skip(unlessCI(skip));
     const base = server!.url;
     const zip = zipSync({ "a.jpg": photos[0] });
     // A zip whose directory declares 3.9 GB per image: a bomb, refused from its declared sizes.
@@ -377,7 +378,7 @@ describe("one server, in-process queue (SQLite)", () => {
   });
 
   test("server folders: admins only, under MASKWATCH_JOBS_ROOT; packed at once, so any replica can run them", async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return t.skip(unlessCI(skip));
     const base = server!.url;
     const made = await call(base, "/api/v1/keys", {
       method: "POST",
@@ -442,7 +443,7 @@ describe("one server, in-process queue (SQLite)", () => {
   });
 
   test("one job at a time, with progress while it runs; DELETE cancels a running job and the next one starts", async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return t.skip(unlessCI(skip));
     const base = server!.url;
     const bytes = await readFile(video);
     const first = await post(base, "?fps=10", upload(bytes, "scene.mkv", "video/x-matroska"));
@@ -480,7 +481,7 @@ describe("one server, in-process queue (SQLite)", () => {
   });
 
   test("a job interrupted by a stop goes back to the queue and is run again, from the start, at the next start", async (t) => {
-    if (skip) return t.skip(skip);
+    if (skip) return t.skip(unlessCI(skip));
     const own = await serve("restart");
     let again: RunningServer | undefined;
     try {
@@ -585,7 +586,7 @@ describe("two replicas sharing PostgreSQL and Redis (BullMQ)", () => {
   });
 
   test("a job posted to one replica is processed by the queue and read, with its results, from the other", async (t) => {
-    if (why) return t.skip(why);
+    if (why) return t.skip(unlessCI(why));
     const [a, b] = replicas;
     const created = await post(
       a.url,
@@ -606,7 +607,7 @@ describe("two replicas sharing PostgreSQL and Redis (BullMQ)", () => {
   });
 
   test("a replica that stops mid-job hands it back to the queue; the other runs it again from the start", async (t) => {
-    if (why) return t.skip(why);
+    if (why) return t.skip(unlessCI(why));
     const [a, b] = replicas;
     const bytes = await readFile(video);
     // Two long jobs: each replica takes one; then the replica running `first` stops.

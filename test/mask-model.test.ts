@@ -11,6 +11,7 @@ import { modelBytes, sha256 } from "../src/models/store.ts";
 import { Engine } from "../src/vision/engine.ts";
 import { decodeImage } from "../src/vision/image.ts";
 import type { MaskLabel } from "../src/vision/types.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { REPO, sharedPath } from "./support/paths.ts";
 
@@ -35,7 +36,7 @@ test("the shipped file matches the registry and the model card", async () => {
 
 test("held-back Kaggle test faces: right at the card's rate, within a margin", async (t) => {
   const images = sharedPath("datasets/kaggle-face-mask/images");
-  if (!images) return t.skip("kaggle-face-mask is absent (set MASKWATCH_SHARED)");
+  if (!images) return t.skip(unlessCI("kaggle-face-mask is absent (set MASKWATCH_SHARED)"));
   const heldout = JSON.parse(await readFile(join(REPO, "training/heldout.json"), "utf8")) as {
     faces: Heldout[];
   };
@@ -58,9 +59,9 @@ test("held-back Kaggle test faces: right at the card's rate, within a margin", a
 
 test("the pipeline: detector then classifier, masks on a masked photo", async (t) => {
   const file = sharedPath("datasets/kaggle-face-mask/images/maksssksksss42.jpg");
-  if (!file) return t.skip("kaggle-face-mask is absent");
+  if (!file) return t.skip(unlessCI("kaggle-face-mask is absent"));
   const skip = await ensureModels(["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"]);
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const { image } = await decodeImage(await readFile(file));
   const r = await engine.analyze(image, { detector: "mtcnn", mask: true });
   assert.equal(r.faces.length, 6);

@@ -7,6 +7,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Command } from "commander";
 import { registerModelsCommand } from "../src/cli/models.ts";
+import { skipUnlessCI } from "./support/ci.ts";
 
 const REPO = resolve(fileURLToPath(new URL("..", import.meta.url)));
 const MODELS_DIR = join(resolve(process.env["MASKWATCH_SHARED"] ?? join(REPO, "..", "shared")), "models");
@@ -66,7 +67,9 @@ test("models list: table and --json", async () => {
   assert.ok(rows.every((r) => r.pulled === false));
 });
 
-test("models pull / verify through the CLI", { skip: HAVE_SHARED ? false : `no ${MODELS_DIR}` }, async () => {
+test("models pull / verify through the CLI", {
+  skip: skipUnlessCI(HAVE_SHARED ? false : `no ${MODELS_DIR}`),
+}, async () => {
   const pulled = await run("pull", "yunet-n", "ultraface-rfb-320", "--mirror", MODELS_DIR);
   assert.equal(pulled.code, 0, pulled.err);
   assert.match(pulled.out, /yunet-n: pulled from /);

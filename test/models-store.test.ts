@@ -24,6 +24,7 @@ import {
   sha256,
   verify,
 } from "../src/models/store.ts";
+import { skipUnlessCI } from "./support/ci.ts";
 
 const REPO = resolve(fileURLToPath(new URL("..", import.meta.url)));
 const SHARED = resolve(process.env["MASKWATCH_SHARED"] ?? join(REPO, "..", "shared"));
@@ -71,7 +72,7 @@ function startServer(
   );
 }
 
-describe("model store over HTTP", { skip: SKIP }, () => {
+describe("model store over HTTP", { skip: skipUnlessCI(SKIP) }, () => {
   const overrides = new Map<string, Uint8Array>();
   const hits: string[] = [];
   let server: Server;
@@ -271,7 +272,7 @@ describe("model store over HTTP", { skip: SKIP }, () => {
   });
 });
 
-test("folder mirror: URL models copy from <mirror>/<mirrorPath>", { skip: SKIP }, async () => {
+test("folder mirror: URL models copy from <mirror>/<mirrorPath>", { skip: skipUnlessCI(SKIP) }, async () => {
   const dir = await mkdtemp(join(tmpdir(), "maskwatch-models-dir-"));
   try {
     const r = await pull("yunet-2023mar", { mirror: MODELS_DIR, dir });

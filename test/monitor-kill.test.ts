@@ -13,6 +13,7 @@ import { after, before, test } from "node:test";
 import sharp from "sharp";
 import { type Database, openDatabase } from "../src/store/db.ts";
 import { getEvent, getSnapshot, SNAPSHOT_IN_DATABASE } from "../src/store/events.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { REPO } from "./support/paths.ts";
 import { maskOffScene, videoSkipReason, writeVideo } from "./support/video.ts";
@@ -249,13 +250,13 @@ async function killDuringEvents(
 }
 
 test("the first event pushed over SSE survives kill -9 of the server", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const pushed = await killDuringEvents(t, "first", () => true);
   assert.ok(pushed.length >= 1);
 });
 
 test("a violation pushed over SSE survives kill -9, with its snapshot", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const pushed = await killDuringEvents(t, "violation", (e) => e.kind === "violation");
   const violation = pushed.find((e) => e.kind === "violation")!;
   assert.equal(violation.label, "no_mask");

@@ -12,6 +12,7 @@ import sharp from "sharp";
 import WebSocket from "ws";
 import { loadConfig } from "../src/server/config.ts";
 import { type RunningServer, startServer } from "../src/server/main.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { maskOffScene, VIDEO_HEIGHT, VIDEO_WIDTH, videoSkipReason, writeVideo } from "./support/video.ts";
 
@@ -113,7 +114,7 @@ async function waitFor<T>(fn: () => Promise<T | undefined>, ms: number, what: st
 }
 
 test("the old app's endpoints, the event log, SSE and MJPEG agree with the scene: one violation per person", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   // Every frame analysed (not realtime), so the expected events are exact.
   const patched = await call("/api/v1/sources/default", {
     method: "PATCH",
@@ -245,7 +246,7 @@ test("the old app's endpoints, the event log, SSE and MJPEG agree with the scene
 });
 
 test("sources: bad input is a 400 naming the problem, a dead stream reconnects without hurting the server", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const missing = await call("/api/v1/sources", {
     method: "POST",
     body: JSON.stringify({ kind: "file", url: "/nonexistent/video.mp4" }),
@@ -301,7 +302,7 @@ test("sources: bad input is a 400 naming the problem, a dead stream reconnects w
 });
 
 test("a browser source takes JPEG frames over the WebSocket and answers with tracks", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const created = await call("/api/v1/sources", {
     method: "POST",
     body: JSON.stringify({ id: "webcam", kind: "browser" }),
@@ -349,7 +350,7 @@ test("a browser source takes JPEG frames over the WebSocket and answers with tra
 });
 
 test("a looped file plays on past its end at the pace asked, and the status's fps says so", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const made = await call("/api/v1/sources", {
     method: "POST",
     body: JSON.stringify({ name: "loop", kind: "file", url: video, options: { loop: true, fps: 10 } }),

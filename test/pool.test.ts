@@ -14,6 +14,7 @@ import { Engine } from "../src/vision/engine.ts";
 import { decodeImage, ImageError } from "../src/vision/image.ts";
 import { InferenceError, InferencePool, QueueFullError } from "../src/vision/pool.ts";
 import type { RgbImage } from "../src/vision/types.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { sharedPath } from "./support/paths.ts";
 
@@ -44,13 +45,13 @@ after(async () => {
 const bytesOf = (b: Buffer): Uint8Array => new Uint8Array(b);
 
 test("start() preloads the workers; stats() describe the pool", (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   assert.equal(pool!.ready, true);
   assert.deepEqual(pool!.stats(), { size: 2, busy: 0, queued: 0, completed: 0, failed: 0 });
 });
 
 test("faces from the pool equal the in-process Engine's", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const { image } = await decodeImage(photo);
   const want = await engine.analyze(image, {});
   const input = bytesOf(photo);
@@ -75,7 +76,7 @@ test("faces from the pool equal the in-process Engine's", async (t) => {
 });
 
 test("worker errors come back typed, with code and message; the pool keeps working", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const truncated = photo.subarray(0, 4000);
   const corrupt = await pool!.analyze({ bytes: bytesOf(truncated) }).then(
     () => assert.fail("a truncated JPEG must be refused"),
@@ -110,7 +111,7 @@ test("worker errors come back typed, with code and message; the pool keeps worki
 });
 
 test("decode limits apply in the worker", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const limited = new InferencePool({ size: 1, limits: { maxBytes: 1_000_000, maxPixels: 100_000 } });
   try {
     await limited.start();
@@ -121,7 +122,7 @@ test("decode limits apply in the worker", async (t) => {
 });
 
 test("a full queue refuses at once with QueueFullError", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const small = new InferencePool({ size: 1, maxQueue: 1 });
   try {
     await small.start();
@@ -195,7 +196,7 @@ async function tickGaps<T>(work: () => Promise<T>) {
 }
 
 test("the caller's event loop stays responsive while MTCNN runs on 1920×1080 images", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   // With nothing running here, how late do timers fire on this host (other processes' load)?
   const idle = await tickGaps(() => new Promise((r) => setTimeout(r, 1000)));
   const busy = await tickGaps(() =>
@@ -226,7 +227,7 @@ test("the caller's event loop stays responsive while MTCNN runs on 1920×1080 im
 });
 
 test("a crashed worker fails only its job and is replaced", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const doomed = pool!.analyze({ bytes: bytesOf(big) });
   assert.equal(pool!.crashWorkerForTesting(3), true);
   await assert.rejects(doomed, (e: unknown) => {
@@ -249,7 +250,7 @@ test("a crashed worker fails only its job and is replaced", async (t) => {
 });
 
 test("close() lets running and queued jobs finish, then refuses new ones", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const jobs = [1, 2, 3].map(() => pool!.analyze({ bytes: bytesOf(photo) }));
   assert.equal(pool!.stats().busy, 2);
   assert.equal(pool!.stats().queued, 1);
@@ -266,7 +267,7 @@ test("close() lets running and queued jobs finish, then refuses new ones", async
 });
 
 test("start() rejects with the model error when a detector cannot load", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const broken = new InferencePool({ size: 1, preload: ["no-such-detector"] });
   try {
     await assert.rejects(broken.start(), { name: "UnknownDetectorError", code: "unknown_detector" });

@@ -13,6 +13,7 @@ import sharp from "sharp";
 import { ConfigError, describeConfig, loadConfig } from "../src/server/config.ts";
 import { RotatingFile } from "../src/server/log-file.ts";
 import { type RunningServer, startServer } from "../src/server/main.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { REPO, sharedPath } from "./support/paths.ts";
 
@@ -65,7 +66,7 @@ test("configuration: defaults, every bad variable named, secrets hidden", () => 
 });
 
 test("`maskwatch serve` reads .env, finishes a request in flight on SIGTERM, exits 0", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const work = await mkdtemp(join(dir, "serve-"));
   await writeFile(
     join(work, ".env"),
@@ -105,7 +106,7 @@ test("`maskwatch serve` reads .env, finishes a request in flight on SIGTERM, exi
 });
 
 test("a full queue answers 503 with Retry-After; CORS only for listed origins", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   let server: RunningServer | undefined;
   try {
     server = await startServer(

@@ -10,6 +10,7 @@ import { after, before, test } from "node:test";
 import sharp from "sharp";
 import { loadConfig } from "../src/server/config.ts";
 import { type RunningServer, startServer } from "../src/server/main.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { sharedPath } from "./support/paths.ts";
 
@@ -78,7 +79,7 @@ function assertError(r: { status: number; body: Record<string, unknown> }, statu
 }
 
 test("POST /detect answers exactly as the FastAPI + MTCNN service did", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const r = await call("/detect?min_face_size=20&threshold_pnet=0.6&threshold_rnet=0.7&threshold_onet=0.7", {
     method: "POST",
     body: form("file", photo),
@@ -102,7 +103,7 @@ test("POST /detect answers exactly as the FastAPI + MTCNN service did", async (t
 });
 
 test("API keys: missing, wrong, created by an admin, revoked", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   assertError(
     await call("/detect", { method: "POST", body: form("file", photo), key: null }),
     401,
@@ -149,7 +150,7 @@ test("API keys: missing, wrong, created by an admin, revoked", async (t) => {
 });
 
 test("POST /api/v1/detect: multipart, raw image and JSON base64 give the same faces", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const a = await call("/api/v1/detect?mask=false", { method: "POST", body: form("file", photo) });
   const b = await call("/api/v1/detect", {
     method: "POST",
@@ -181,7 +182,7 @@ test("POST /api/v1/detect: multipart, raw image and JSON base64 give the same fa
 });
 
 test("POST /api/v1/detect/batch: a result or an error per image", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const f = new FormData();
   f.append("a", new Blob([photo], { type: "image/jpeg" }), "a.jpg");
   f.append("b", new Blob([new Uint8Array(100)], { type: "image/jpeg" }), "b.jpg");
@@ -201,7 +202,7 @@ test("POST /api/v1/detect/batch: a result or an error per image", async (t) => {
 });
 
 test("bad input gets its 4xx with a JSON body, and the server stays up", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const truncated = photo.subarray(0, Math.floor(photo.length / 2));
   const png = new Uint8Array(
     await sharp({ create: { width: 1, height: 1, channels: 3, background: "red" } })
@@ -290,7 +291,7 @@ test("bad input gets its 4xx with a JSON body, and the server stays up", async (
 });
 
 test("rate limit per key: 429 with Retry-After", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   let limited: Awaited<ReturnType<typeof call>> | undefined;
   for (let i = 0; i < 60 && !limited; i++) {
     const r = await call("/api/v1/models");
@@ -302,7 +303,7 @@ test("rate limit per key: 429 with Retry-After", async (t) => {
 });
 
 test("health, readiness, metrics and the OpenAPI document", async (t) => {
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   assert.deepEqual((await call("/health", { key: null })).body, { status: "ok" });
   const ready = await call("/ready", { key: null });
   assert.equal(ready.status, 200);

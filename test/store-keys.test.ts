@@ -33,6 +33,7 @@ import {
   toPostgresPlaceholders,
 } from "../src/store/db.ts";
 import { appliedMigrations, MigrationError, migrate, migrations } from "../src/store/migrations.ts";
+import { skipUnlessCI } from "./support/ci.ts";
 import {
   createTestDatabase,
   createTestSchema,
@@ -213,7 +214,7 @@ test("sqlite: file under the data dir, WAL, synchronous=FULL, foreign keys, busy
 // ------------------------------------------------------------ the same suite on each engine
 
 for (const engine of engines) {
-  describe(`store on ${engine.name}`, { skip: engine.skip }, () => {
+  describe(`store on ${engine.name}`, { skip: skipUnlessCI(engine.skip) }, () => {
     test("migrations apply at open and are idempotent (open twice)", () =>
       withFresh(engine, async (db, target) => {
         assert.equal(db.kind, engine.name);

@@ -28,6 +28,7 @@ import {
 } from "../src/streams/ffmpeg.ts";
 import { parseSourceSpec, StreamError, validateSource } from "../src/streams/manager.ts";
 import { MJPEG_CONTENT_TYPE, MjpegHub, mjpegPart } from "../src/streams/mjpeg.ts";
+import { unlessCI } from "./support/ci.ts";
 import { hasFfmpeg } from "./support/video.ts";
 
 const FFMPEG = process.env.MASKWATCH_FFMPEG ?? "ffmpeg";
@@ -244,7 +245,7 @@ describe("parseOutputSize", () => {
   });
 
   test("real ffmpeg stderr: input 1280x720, output scaled to 640x360", (t) => {
-    if (noFfmpeg) return t.skip(noFfmpeg);
+    if (noFfmpeg) return t.skip(unlessCI(noFfmpeg));
     const r = spawnSync(FFMPEG, ffmpegArgs({ kind: "file", url: large, realtime: false, fps: 5 }), {
       encoding: "buffer",
       maxBuffer: 64 << 20,
@@ -259,7 +260,7 @@ describe("parseOutputSize", () => {
 
 describe("FfmpegCapture", () => {
   test("a file, not realtime: every frame exactly, byte-identical to ffmpeg's output, then ended", async (t) => {
-    if (noFfmpeg) return t.skip(noFfmpeg);
+    if (noFfmpeg) return t.skip(unlessCI(noFfmpeg));
     const options: CaptureOptions = { kind: "file", url: small, fps: 5, realtime: false };
     // A slow consumer: not realtime, so the capture waits for it instead of dropping frames.
     const run = runCapture(options, () => sleep(60));
@@ -290,7 +291,7 @@ describe("FfmpegCapture", () => {
   });
 
   test("wider than maxWidth: scaled keeping the aspect ratio (1280×720 → 640×360)", async (t) => {
-    if (noFfmpeg) return t.skip(noFfmpeg);
+    if (noFfmpeg) return t.skip(unlessCI(noFfmpeg));
     const run = runCapture({ kind: "file", url: large, fps: 5, maxWidth: 640, realtime: false });
     await run.finished;
     assert.equal(run.states.at(-1)!.state, "ended");
@@ -304,7 +305,7 @@ describe("FfmpegCapture", () => {
   });
 
   test("realtime: frames come at the video's pace and a slow consumer never holds them", async (t) => {
-    if (noFfmpeg) return t.skip(noFfmpeg);
+    if (noFfmpeg) return t.skip(unlessCI(noFfmpeg));
     // A consumer that never finishes: realtime captures do not wait for it.
     const run = runCapture({ kind: "file", url: small, fps: 5 }, () => new Promise<void>(() => {}));
     await run.finished;
@@ -315,7 +316,7 @@ describe("FfmpegCapture", () => {
   });
 
   test("loop: keeps going past the clip's end; stop() ends it and ffmpeg is gone", async (t) => {
-    if (noFfmpeg) return t.skip(noFfmpeg);
+    if (noFfmpeg) return t.skip(unlessCI(noFfmpeg));
     const wrap = await ffmpegWrapper("loop");
     const run = runCapture({
       kind: "file",
@@ -343,7 +344,7 @@ describe("FfmpegCapture", () => {
   });
 
   test("a file that does not exist: retried twice, then ended with ffmpeg's error", async (t) => {
-    if (noFfmpeg) return t.skip(noFfmpeg);
+    if (noFfmpeg) return t.skip(unlessCI(noFfmpeg));
     const wrap = await ffmpegWrapper("missing");
     const missing = join(dir, "nope", "missing.mkv");
     const run = runCapture({ kind: "file", url: missing, realtime: false, ffmpeg: wrap.bin });
@@ -361,7 +362,7 @@ describe("FfmpegCapture", () => {
   });
 
   test("an unreachable rtsp stream: reconnecting with the error, the next try after ≥ 1 s; stop() ends the loop", async (t) => {
-    if (noFfmpeg) return t.skip(noFfmpeg);
+    if (noFfmpeg) return t.skip(unlessCI(noFfmpeg));
     const wrap = await ffmpegWrapper("rtsp");
     // Nothing listens on port 9 (discard) here: the connection is refused at once.
     const run = runCapture({ kind: "stream", url: "rtsp://127.0.0.1:9/none", ffmpeg: wrap.bin });
@@ -462,7 +463,7 @@ async function rtspCamera(): Promise<{ url: string; requests: string[]; close():
 
 describe("FfmpegCapture on network sources", () => {
   test("http: the stream is read (-rw_timeout is an http option) until stop()", async (t) => {
-    if (noFfmpeg) return t.skip(noFfmpeg);
+    if (noFfmpeg) return t.skip(unlessCI(noFfmpeg));
     const clip = await readFile(small);
     const server = createServer((_req, res) => {
       res.writeHead(200, { "Content-Type": "video/x-matroska", "Content-Length": clip.length });
@@ -487,7 +488,7 @@ describe("FfmpegCapture on network sources", () => {
   });
 
   test("rtsp: a camera that answers gives frames over TCP", async (t) => {
-    if (noFfmpeg) return t.skip(noFfmpeg);
+    if (noFfmpeg) return t.skip(unlessCI(noFfmpeg));
     const camera = await rtspCamera();
     try {
       const run = runCapture({ kind: "stream", url: camera.url, fps: 5 });

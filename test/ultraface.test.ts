@@ -7,6 +7,7 @@ import { decodeImage } from "../src/vision/image.ts";
 import { iou } from "../src/vision/nms.ts";
 import type { Face, RgbImage } from "../src/vision/types.ts";
 import { decodeUltraFace, UltraFaceDetector } from "../src/vision/ultraface.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { sharedPath } from "./support/paths.ts";
 
@@ -72,7 +73,7 @@ function match(faces: Face[], truth: GtObject[]): (Face | undefined)[] {
 
 test("UltraFace RFB-640 finds the three faces of 2008_002506.jpg", async (t) => {
   const p = await photo("ultraface");
-  if (typeof p === "string") return t.skip(p);
+  if (typeof p === "string") return t.skip(unlessCI(p));
   const det = await engine.detector("ultraface");
   assert.ok(det instanceof UltraFaceDetector);
   assert.deepEqual(det.inputSize, [640, 480]);
@@ -89,7 +90,7 @@ test("UltraFace RFB-640 finds the three faces of 2008_002506.jpg", async (t) => 
 
 test('UltraFace masked model labels unmasked faces "face"', async (t) => {
   const p = await photo("ultraface-masked");
-  if (typeof p === "string") return t.skip(p);
+  if (typeof p === "string") return t.skip(unlessCI(p));
   const det = await engine.detector("ultraface-masked");
   assert.ok(det instanceof UltraFaceDetector);
   assert.equal(det.numClasses, 3);
@@ -104,9 +105,9 @@ test('UltraFace masked model labels unmasked faces "face"', async (t) => {
 test('UltraFace masked model labels masked faces "masked_face" (Kaggle maksssksksss42)', async (t) => {
   // Six people in surgical masks, all annotated with_mask, 53–62 px wide.
   const dir = sharedPath("datasets/kaggle-face-mask");
-  if (!dir) return t.skip("../shared/datasets/kaggle-face-mask is absent (set MASKWATCH_SHARED)");
+  if (!dir) return t.skip(unlessCI("../shared/datasets/kaggle-face-mask is absent (set MASKWATCH_SHARED)"));
   const skip = await ensureModels(DETECTORS["ultraface-masked"].models);
-  if (skip) return t.skip(skip);
+  if (skip) return t.skip(unlessCI(skip));
   const ann = parseVocXml(await readFile(`${dir}/annotations/maksssksksss42.xml`, "utf8"));
   const masked = ann.objects.filter((o) => o.label === "mask");
   assert.equal(masked.length, 6);

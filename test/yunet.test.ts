@@ -9,6 +9,7 @@ import { decodeImage } from "../src/vision/image.ts";
 import { iou } from "../src/vision/nms.ts";
 import type { Detection, Detector, RgbImage } from "../src/vision/types.ts";
 import { decodeYuNet, YuNetDetector, yunetGrid } from "../src/vision/yunet.ts";
+import { unlessCI } from "./support/ci.ts";
 import { ensureModels } from "./support/models.ts";
 import { sharedPath } from "./support/paths.ts";
 
@@ -89,7 +90,7 @@ function assertThreeFaces(r: Detection, truth: GtObject[]): void {
 
 test("YuNet finds the three faces of 2008_002506.jpg, points on the right sides", async (t) => {
   const p = await photo(DETECTORS.yunet.models);
-  if (typeof p === "string") return t.skip(p);
+  if (typeof p === "string") return t.skip(unlessCI(p));
   const det: Detector = await engine.detector("yunet");
   assert.ok(det instanceof YuNetDetector);
   assert.equal(det.fixedSize, undefined);
@@ -102,7 +103,7 @@ test("YuNet finds the three faces of 2008_002506.jpg, points on the right sides"
 
 test("YuNet 2023mar (fixed 640×640, letterboxed) finds the same three faces", async (t) => {
   const p = await photo(["yunet-2023mar"]);
-  if (typeof p === "string") return t.skip(p);
+  if (typeof p === "string") return t.skip(unlessCI(p));
   const session = await ort.InferenceSession.create(await modelBytes("yunet-2023mar"), {
     logSeverityLevel: 3,
   });
