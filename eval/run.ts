@@ -13,7 +13,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { basename, extname } from "node:path";
 import { parseArgs } from "node:util";
 import { SingleBar } from "cli-progress";
-import { DEFAULT_DETECTOR, DETECTORS, Engine } from "../src/vision/engine.ts";
+import { DEFAULT_DETECTOR, DETECTORS, Engine, type MaskOptions } from "../src/vision/engine.ts";
 import { decodeImage } from "../src/vision/image.ts";
 import type { DetectOptions } from "../src/vision/types.ts";
 import { type GtImage, loadGroundTruth, type Split } from "./groundtruth.ts";
@@ -24,7 +24,7 @@ import { type EvalFace, type ImagePrediction, scoreDetections } from "./score.ts
 const COLLECT_THRESHOLD = 0.3;
 
 const USAGE = `usage: npm run eval -- --dataset <name|folder> [--split test|val|train|all] [--detector id]
-       [--mask] [--min-face-size px] [--thresholds pnet,rnet,onet] [--min-size px] [--iou 0.5] [--limit n]
+       [--mask] [--mask-source head|classifier] [--input-size px] [--min-face-size px] [--thresholds pnet,rnet,onet] [--min-size px] [--iou 0.5] [--limit n]
        [--json file] [--report file.md] [--pred file.jsonl --gt <name|folder>]`;
 
 async function main(): Promise<number> {
@@ -35,6 +35,8 @@ async function main(): Promise<number> {
       split: { type: "string", default: "test" },
       detector: { type: "string", default: DEFAULT_DETECTOR },
       mask: { type: "boolean", default: false },
+      "mask-source": { type: "string" },
+      "input-size": { type: "string" },
       pred: { type: "string" },
       "min-face-size": { type: "string" },
       "min-size": { type: "string", default: "10" },
@@ -77,7 +79,7 @@ async function main(): Promise<number> {
     threshold = a.threshold !== undefined ? Number(a.threshold) : 0.5;
     source = basename(a.pred);
   } else {
-    if (!DETECTORS[a.detector]) {
+    if (!Object.hasOwn(DETECTORS, a.detector)) {
       console.error(
         `eval: unknown detector ${a.detector}; choose one of ${Object.keys(DETECTORS).join(", ")}`,
       );
@@ -85,14 +87,22 @@ async function main(): Promise<number> {
     }
     const options: DetectOptions = {
       minFaceSize: a["min-face-size"] ? Number(a["min-face-size"]) : undefined,
+      inputSize: a["input-size"] ? Number(a["input-size"]) : undefined,
     };
-    // ultraface-masked is scored as the two-class detector it is; others get the classifier.
-    const classify = a.mask && a.detector !== "ultraface-masked";
+    const maskSource = a["mask-source"];
+    if (maskSource !== undefined && maskSource !== "head" && maskSource !== "classifier") {
+      console.error(`eval: --mask-source must be head or classifier, not ${maskSource}`);
+      return 2;
+    }
+    // ultraface-masked is scored as the two-class detector it is; others get their mask head or the classifier.
+    const classify: MaskOptions | false =
+      a.mask && a.detector !== "ultraface-masked" ? { source: maskSource ?? "classifier" } : false;
     const run = await runDetector(a.detector, gt, options, classify);
     predictions = run.predictions;
     threshold = a.threshold !== undefined ? Number(a.threshold) : run.threshold;
     msPerImage = run.msPerImage;
     source = a.detector;
+    if (classify && classify.source === "head") source = `${a.detector} (mask head)`;
   }
   if (a.mask) {
     const labelled = predictions.some((p) => p.faces.some((f) => f.mask));
@@ -109,7 +119,10 @@ async function main(): Promise<number> {
     iouThreshold: Number(a.iou),
     minSize: Number(a["min-size"]),
   });
-  const classifier = a.mask && source !== "ultraface-masked" && !a.pred ? "mask-classifier" : undefined;
+  const classifier =
+    a.mask && a.detector !== "ultraface-masked" && !a.pred && !source.endsWith("(mask head)")
+      ? "mask-classifier"
+      : undefined;
   const meta = {
     dataset: `${dataset}`,
     split,
@@ -131,7 +144,7 @@ async function main(): Promise<number> {
   return 0;
 }
 
-async function runDetector(id: string, gt: GtImage[], options: DetectOptions, classify: boolean) {
+async function runDetector(id: string, gt: GtImage[], options: DetectOptions, classify: MaskOptions | false) {
   const engine = new Engine();
   const detector = await engine.detector(id);
   const bar = process.stderr.isTTY

@@ -85,6 +85,8 @@ test("detect: the summary line, and MTCNN stage thresholds", async (t) => {
   const r = await maskwatch(
     "detect",
     join(dir, "a.jpg"),
+    "--detector",
+    "mtcnn",
     "--thresholds",
     "0.6,0.7,0.7",
     "--min-face-size",
@@ -95,7 +97,7 @@ test("detect: the summary line, and MTCNN stage thresholds", async (t) => {
 });
 
 test("detect: wrong options are refused with a message", async () => {
-  const wrongCount = await maskwatch("detect", "x.jpg", "--thresholds", "0.6,0.7");
+  const wrongCount = await maskwatch("detect", "x.jpg", "--detector", "mtcnn", "--thresholds", "0.6,0.7");
   assert.notEqual(wrongCount.code, 0);
   assert.match(wrongCount.stderr, /three values/);
   const badDetector = await maskwatch("detect", "x.jpg", "--detector", "nope");

@@ -142,7 +142,7 @@ describe("one server, in-process queue (SQLite)", () => {
       { kind: "images", state: "queued", progress: { done: 0, total: null }, input: job.input },
     );
     assert.equal(job.input.name, "photos.zip");
-    assert.deepEqual(job.options, { mask: true, min_face_size: 20, detector: "mtcnn" });
+    assert.deepEqual(job.options, { mask: true, min_face_size: 20, detector: "maskwatch" });
     assert.deepEqual(job.links, {
       self: `/api/v1/jobs/${job.id}`,
       results: `/api/v1/jobs/${job.id}/results`,

@@ -59,7 +59,7 @@ test("faces from the pool equal the in-process Engine's", async (t) => {
   assert.equal(input.byteLength, 0, "the whole ArrayBuffer was transferred, not copied");
   assert.equal(got.faces.length, 3);
   assert.deepEqual(got.faces, want.faces);
-  assert.equal(got.detector, "mtcnn");
+  assert.equal(got.detector, "maskwatch");
   assert.deepEqual(got.models, want.models);
   assert.equal(got.width, 500);
   assert.equal(got.height, 375);

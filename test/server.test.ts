@@ -151,8 +151,11 @@ test("API keys: missing, wrong, created by an admin, revoked", async (t) => {
 
 test("POST /api/v1/detect: multipart, raw image and JSON base64 give the same faces", async (t) => {
   if (skip) return t.skip(unlessCI(skip));
-  const a = await call("/api/v1/detect?mask=false", { method: "POST", body: form("file", photo) });
-  const b = await call("/api/v1/detect", {
+  const a = await call("/api/v1/detect?mask=false&detector=mtcnn", {
+    method: "POST",
+    body: form("file", photo),
+  });
+  const b = await call("/api/v1/detect?detector=mtcnn", {
     method: "POST",
     headers: { "content-type": "image/jpeg" },
     body: photo,

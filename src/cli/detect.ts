@@ -3,7 +3,13 @@ import { basename, extname, join } from "node:path";
 import { SingleBar } from "cli-progress";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { drawFaces } from "../vision/draw.ts";
-import { type AnalyzeOptions, DEFAULT_DETECTOR, DETECTORS, Engine } from "../vision/engine.ts";
+import {
+  type AnalyzeOptions,
+  DEFAULT_DETECTOR,
+  DETECTORS,
+  Engine,
+  INPUT_SIZE_RANGE,
+} from "../vision/engine.ts";
 import { decodeImage } from "../vision/image.ts";
 import type { Face } from "../vision/types.ts";
 
@@ -31,6 +37,8 @@ interface DetectFlags {
   progress?: boolean;
   mask?: boolean;
   maskThreshold?: number;
+  inputSize?: number;
+  maskSource?: "classifier" | "head";
 }
 
 export function registerDetectCommand(program: Command): void {
@@ -49,8 +57,18 @@ export function registerDetectCommand(program: Command): void {
     )
     .option("--threshold <score>", "keep faces scoring at least this", probability)
     .option("--max-faces <n>", "keep at most n faces per image (highest scores)", positiveNumber)
+    .option(
+      "--input-size <px>",
+      "long side images are scaled to for the network (maskwatch: 640)",
+      positiveNumber,
+    )
     .option("--mask", "classify each face: mask, no_mask or incorrect")
     .option("--mask-threshold <p>", "report `mask` only at this probability or above (0.5)", probability)
+    .addOption(
+      new Option("--mask-source <source>", "the classifier on face crops, or the detector's own mask head")
+        .choices(["classifier", "head"])
+        .default("classifier"),
+    )
     .option("--jsonl", "one JSON object per line: {image, width, height, faces, timings_ms}")
     .option("--draw <dir>", "write each image with boxes, landmarks and scores drawn into <dir>")
     .option("--no-progress", "no progress bar on stderr")
@@ -120,12 +138,22 @@ async function runDetect(paths: string[], flags: DetectFlags): Promise<number> {
 
 function detectOptions(flags: DetectFlags): AnalyzeOptions {
   if (flags.maskThreshold !== undefined && !flags.mask) throw new Error("--mask-threshold needs --mask");
+  if (flags.maskSource === "head" && !DETECTORS[flags.detector].maskHead)
+    throw new Error(`${flags.detector} has no mask head; use --mask-source classifier`);
+  if (flags.inputSize !== undefined) {
+    const [min, max] = INPUT_SIZE_RANGE;
+    if (!DETECTORS[flags.detector].inputSize)
+      throw new Error(`--input-size does not apply to ${flags.detector}`);
+    if (!Number.isInteger(flags.inputSize) || flags.inputSize < min || flags.inputSize > max)
+      throw new Error(`--input-size must be a whole number from ${min} to ${max}`);
+  }
   const options: AnalyzeOptions = {
     detector: flags.detector,
     minFaceSize: flags.minFaceSize,
     maxFaces: flags.maxFaces,
+    inputSize: flags.inputSize,
     threshold: flags.threshold,
-    mask: flags.mask ? { threshold: flags.maskThreshold } : false,
+    mask: flags.mask ? { threshold: flags.maskThreshold, source: flags.maskSource } : false,
   };
   const t = flags.thresholds;
   if (t) {

@@ -1,7 +1,7 @@
 /**
  * `maskwatch keys …`: manage the API keys of the service.
  *
- *   maskwatch keys create --name <name> [--scope detect|admin ...] [--json]
+ *   maskwatch keys create --name <name> [--scope detect|events:read|admin ...] [--json]
  *   maskwatch keys list [--json]
  *   maskwatch keys revoke <id|prefix> [--json]
  *
@@ -79,7 +79,7 @@ export function registerKeysCommand(program: Command, io: KeysCliIO = {}): Comma
     .requiredOption("--name <name>", "what the key is for (shown in lists)")
     .option(
       "--scope <scope>",
-      "detect or admin; repeat or comma-separate for several (default: detect)",
+      "detect, events:read or admin; repeat or comma-separate for several (default: detect)",
       collect,
     )
     .option("--json", "machine-readable output")

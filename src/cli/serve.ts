@@ -11,6 +11,12 @@ export function registerServeCommands(program: Command): void {
       const server = await startServer(config);
       const stop = (signal: string) => {
         server.app.log.info({ signal }, "shutting down: finishing requests in flight");
+        // Requests in flight end by their deadline; whatever still hangs after it does not hold the exit.
+        const graceMs = config.requestTimeoutMs + 10_000;
+        setTimeout(() => {
+          server.app.log.error({ graceMs }, "shutdown took too long: exiting anyway");
+          process.exit(1);
+        }, graceMs).unref();
         server.close().then(
           () => process.exit(0),
           (err) => {

@@ -67,6 +67,17 @@ const ULTRAFACE =
 
 export const MODELS: readonly ModelEntry[] = [
   {
+    id: "maskwatch-detector",
+    version: "1",
+    description:
+      "Maskwatch face + mask detector (YuNet-n fine-tuned, mask head), dynamic input size; trained by this project (training/)",
+    licence: "Apache-2.0",
+    source: { kind: "project", path: "models/maskwatch-detector.onnx" },
+    file: "maskwatch-detector.onnx",
+    sha256: "1a2d922f8b248188a6f8c018f01b7542bb6682412708389f80cd5148e8254c39",
+    bundled: true,
+  },
+  {
     id: "mask-classifier",
     version: "1",
     description:

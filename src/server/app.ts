@@ -10,7 +10,8 @@ import websocket from "@fastify/websocket";
 import Fastify, { type FastifyInstance } from "fastify";
 import { registerAuth } from "./auth.ts";
 import type { ServerContext } from "./context.ts";
-import { registerErrorHandler } from "./errors.ts";
+import { redactSecrets, registerErrorHandler } from "./errors.ts";
+import "./multipart-fix.ts";
 import { RotatingFile, tee } from "./log-file.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { compatRoutes } from "./routes/compat.ts";
@@ -29,7 +30,19 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
   const { config } = ctx;
   const stream = config.logFile ? tee(process.stdout, new RotatingFile(config.logFile)) : undefined;
   const app = Fastify({
-    logger: { level: config.logLevel, ...(stream ? { stream } : {}) },
+    logger: {
+      level: config.logLevel,
+      ...(stream ? { stream } : {}),
+      serializers: {
+        // GETs may carry ?api_key= (EventSource, <img>, WebSocket): never write it to the log.
+        req: (req: { method: string; url: string; host?: string; ip?: string }) => ({
+          method: req.method,
+          url: redactSecrets(req.url),
+          host: req.host,
+          remoteAddress: req.ip,
+        }),
+      },
+    },
     genReqId: (req) => (req.headers["x-request-id"] as string | undefined)?.slice(0, 100) || randomUUID(),
     requestIdHeader: false,
     trustProxy: config.trustProxy,

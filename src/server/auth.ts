@@ -6,12 +6,17 @@ import type { UserRole } from "../store/users.ts";
 import type { ServerContext } from "./context.ts";
 import { HttpError } from "./errors.ts";
 
-/** Paths any caller may use: liveness, readiness, metrics, the API description. */
-const OPEN = [/^\/health$/, /^\/ready$/, /^\/metrics$/, /^\/openapi\.json$/, /^\/docs(\/|$)/];
+/** Paths any caller may use: liveness, readiness, the API description, and metrics unless MASKWATCH_METRICS_AUTH. */
+const OPEN = [/^\/health$/, /^\/ready$/, /^\/openapi\.json$/, /^\/docs(\/|$)/];
+const METRICS = /^\/metrics$/;
+const FAILURE_WINDOW_MS = 60_000;
 
 export const SESSION_COOKIE = "maskwatch_session";
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
-const ROLE_SCOPES: Record<UserRole, string[]> = { admin: ["admin", "detect"], viewer: ["detect"] };
+const ROLE_SCOPES: Record<UserRole, string[]> = {
+  admin: ["admin", "detect", "events:read"],
+  viewer: ["detect", "events:read"],
+};
 
 declare module "fastify" {
   interface FastifyContextConfig {
@@ -29,10 +34,12 @@ declare module "fastify" {
 export function registerAuth(app: FastifyInstance, ctx: ServerContext): void {
   const bootstrap = ctx.config.apiKey ? Buffer.from(ctx.config.apiKey) : undefined;
   const ttlMs = ctx.config.session.ttlHours * 3_600_000;
+  const failures = new FailureCounter(ctx.config.authFailureLimit, FAILURE_WINDOW_MS);
   app.addHook("onRequest", async (request) => {
     const path = request.url.split("?")[0];
     if (!ctx.config.auth || request.routeOptions.config?.public || request.is404) return;
     if (OPEN.some((re) => re.test(path))) return;
+    if (!ctx.config.metricsAuth && METRICS.test(path)) return;
     const header = request.headers["x-api-key"];
     // <img>, EventSource and WebSocket cannot send headers: GETs may pass ?api_key= instead.
     const query =
@@ -40,12 +47,28 @@ export function registerAuth(app: FastifyInstance, ctx: ServerContext): void {
     const key =
       (Array.isArray(header) ? header[0] : header) ?? (typeof query === "string" ? query : undefined);
     if (key) {
+      const wait = failures.blockedFor(request.ip);
+      if (wait > 0) {
+        throw new HttpError(
+          429,
+          "too_many_failures",
+          `too many wrong API keys from this address; retry in ${Math.ceil(wait / 1000)} s`,
+          { "retry-after": String(Math.ceil(wait / 1000)) },
+        );
+      }
       if (bootstrap && key.length === bootstrap.length && timingSafeEqual(Buffer.from(key), bootstrap)) {
-        request.apiKey = { id: "bootstrap", name: "MASKWATCH_API_KEY", scopes: ["admin", "detect"] };
+        request.apiKey = {
+          id: "bootstrap",
+          name: "MASKWATCH_API_KEY",
+          scopes: ["admin", "detect", "events:read"],
+        };
         return;
       }
       const found = await verifyKey(ctx.db, key);
-      if (!found) throw new HttpError(401, "invalid_api_key", "the API key is not valid or has been revoked");
+      if (!found) {
+        failures.add(request.ip);
+        throw new HttpError(401, "invalid_api_key", "the API key is not valid or has been revoked");
+      }
       request.apiKey = { id: found.id, name: found.name, scopes: found.scopes };
       return;
     }
@@ -68,6 +91,38 @@ export function registerAuth(app: FastifyInstance, ctx: ServerContext): void {
       scopes: ROLE_SCOPES[active.user.role],
     };
   });
+}
+
+/** Wrong keys per address in a sliding window (per process: each replica counts its own). */
+class FailureCounter {
+  private readonly times = new Map<string, number[]>();
+
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+  ) {}
+
+  add(address: string): void {
+    const now = Date.now();
+    const list = this.recent(address, now);
+    list.push(now);
+    this.times.set(address, list);
+    if (this.times.size > 10_000) {
+      for (const [a, t] of this.times) if (t[t.length - 1] < now - this.windowMs) this.times.delete(a);
+    }
+  }
+
+  /** Milliseconds until the address may try again; 0 when it may now. */
+  blockedFor(address: string): number {
+    const now = Date.now();
+    const list = this.recent(address, now);
+    if (list.length === 0) this.times.delete(address);
+    return list.length >= this.limit ? list[list.length - this.limit] + this.windowMs - now : 0;
+  }
+
+  private recent(address: string, now: number): number[] {
+    return (this.times.get(address) ?? []).filter((t) => t > now - this.windowMs);
+  }
 }
 
 /** A cookie request whose Origin is another site (cross-site WebSocket hijacking, forged forms). */
@@ -99,6 +154,20 @@ function checkCsrf(request: FastifyRequest, expected: string): void {
       "signed-in writes need the X-CSRF-Token header from /api/v1/auth/session",
     );
   }
+}
+
+/**
+ * A GET that changes server state (the old app's /start_detection and friends): with a session cookie it
+ * needs the CSRF token like any write, so a link or an <img> on another page cannot trigger it.
+ */
+export function requireCsrfOnGet(request: FastifyRequest, auth: boolean): void {
+  if (!auth || !request.session || !SAFE_METHODS.has(request.method)) return;
+  checkCsrf(request, request.session.csrfToken);
+}
+
+/** The scope a route needs, for every route of a plugin (call inside the plugin's scope). */
+export function scopeHook(app: FastifyInstance, scope: string, auth: boolean): void {
+  app.addHook("preHandler", async (request) => requireScope(request, scope, auth));
 }
 
 export function requireScope(request: FastifyRequest, scope: string, auth: boolean): void {

@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { config as loadDotenv } from "dotenv";
+import { DEFAULT_DETECTOR, DETECTORS } from "../vision/engine.ts";
 
 /** Everything the server reads from its environment, validated once at start. */
 export interface Config {
@@ -12,6 +13,12 @@ export interface Config {
   redisUrl: string | undefined;
   /** Bootstrap key from MASKWATCH_API_KEY (or the old service's APP_TOKEN). */
   apiKey: string | undefined;
+  /** Wrong API keys one address may send per minute before it gets 429 (MASKWATCH_AUTH_FAILURE_LIMIT). */
+  authFailureLimit: number;
+  /** Longest an image may take in the inference pool, queue included (MASKWATCH_REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs: number;
+  /** /metrics needs credentials (MASKWATCH_METRICS_AUTH=on). */
+  metricsAuth: boolean;
   /** false only when MASKWATCH_AUTH=off. */
   auth: boolean;
   /** The console's first admin, made at start when there are no users (else a one-time setup code is logged). */
@@ -34,6 +41,8 @@ export interface Config {
   threadsPerWorker: number;
   maxQueue: number;
   detector: string;
+  /** Detector behind the compatible POST /detect (mtcnn: the replaced service's exact semantics). */
+  compatDetector: string;
   /** MASKWATCH_SOURCE: the default source the old app's endpoints drive. */
   source: string | undefined;
   /** Live monitoring (MASKWATCH_STREAM_*, MASKWATCH_SMOOTHING, …). */
@@ -71,6 +80,12 @@ const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"
  */
 export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
   const problems: string[] = [];
+  const detector = (name: string): string => {
+    const id = env[name]?.trim() || DEFAULT_DETECTOR;
+    if (!Object.hasOwn(DETECTORS, id))
+      problems.push(`${name}=${id}: must be one of ${Object.keys(DETECTORS).join(", ")}`);
+    return id;
+  };
   const int = (name: string, dflt: number, min: number, max: number): number => {
     const raw = env[name];
     if (raw === undefined || raw === "") return dflt;
@@ -162,6 +177,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
       secureCookies: secureCookies as Config["session"]["secureCookies"],
       loginAttempts: int("MASKWATCH_LOGIN_RATE_LIMIT", 10, 1, 1_000_000),
     },
+    authFailureLimit: int("MASKWATCH_AUTH_FAILURE_LIMIT", 20, 1, 1_000_000),
+    metricsAuth: onOff("MASKWATCH_METRICS_AUTH", false),
+    requestTimeoutMs: int("MASKWATCH_REQUEST_TIMEOUT_MS", 15_000, 100, 3_600_000),
     trustProxy,
     webDir: resolve(env.MASKWATCH_WEB_DIR || fileURLToPath(new URL("../../web/dist", import.meta.url))),
     logLevel: logLevel as Config["logLevel"],
@@ -174,10 +192,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     workers: int("MASKWATCH_WORKERS", 0, 0, 64),
     threadsPerWorker: int("MASKWATCH_THREADS", 1, 1, 64),
     maxQueue: int("MASKWATCH_QUEUE", 64, 1, 100_000),
-    detector: env.MASKWATCH_DETECTOR || "mtcnn",
+    detector: detector("MASKWATCH_DETECTOR"),
+    compatDetector: detector("MASKWATCH_COMPAT_DETECTOR"),
     source: env.MASKWATCH_SOURCE || undefined,
     stream: {
-      detector: env.MASKWATCH_STREAM_DETECTOR || "blazeface",
+      detector: detector("MASKWATCH_STREAM_DETECTOR"),
       fps,
       maxWidth: int("MASKWATCH_STREAM_WIDTH", 640, 32, 3840),
       window: int("MASKWATCH_SMOOTHING", 10, 1, 100),

@@ -22,6 +22,8 @@ const STATUS_BY_CODE: Record<string, number> = {
   too_many_pixels: 413,
   unknown_detector: 400,
   queue_full: 503,
+  deadline_exceeded: 504,
+  abandoned: 499,
   pool_closed: 503,
   not_pulled: 503,
   checksum_mismatch: 503,
@@ -43,8 +45,18 @@ const FASTIFY: Record<string, { status: number; code: string }> = {
   FST_PARTS_LIMIT: { status: 400, code: "too_many_parts" },
 };
 
+/** What the multipart parser (busboy) says of a body that is not well-formed multipart/form-data. */
+const MALFORMED_MULTIPART =
+  /^(Multipart: Boundary not found|Unexpected end of multipart data|(Part|Preamble) terminated early|The needle cannot|Unsupported Content-Type)/;
+
 export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
+  if (err instanceof Error && !(err as { code?: unknown }).code && MALFORMED_MULTIPART.test(err.message))
+    return new HttpError(
+      400,
+      "malformed_multipart",
+      `the multipart/form-data body is malformed: ${err.message}`,
+    );
   const e = err as Partial<FastifyError> & { code?: string; retryAfterSeconds?: number };
   if (e.validation) return new HttpError(400, "invalid_parameters", e.message ?? "invalid parameters");
   if (e.code && STATUS_BY_CODE[e.code]) {
@@ -67,6 +79,11 @@ export function toHttpError(err: unknown): HttpError {
   return new HttpError(500, "internal_error", "internal error; see the server log for the request id");
 }
 
+/** The URL with the values of secret query parameters (api_key, token) replaced by "***". */
+export function redactSecrets(url: string): string {
+  return url.replace(/([?&](?:api_key|apikey|token|key)=)[^&#]*/gi, "$1***");
+}
+
 /** Every error leaves as {"status":"error","code","message"}; 5xx are logged in full. */
 export function registerErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err, request, reply) => {
@@ -79,8 +96,10 @@ export function registerErrorHandler(app: FastifyInstance): void {
       .send({ status: "error", code: http.code, message: http.message });
   });
   app.setNotFoundHandler((request, reply) => {
-    reply
-      .status(404)
-      .send({ status: "error", code: "not_found", message: `no route ${request.method} ${request.url}` });
+    reply.status(404).send({
+      status: "error",
+      code: "not_found",
+      message: `no route ${request.method} ${redactSecrets(request.url)}`,
+    });
   });
 }

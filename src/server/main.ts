@@ -134,7 +134,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       await app.close();
       await jobs.close();
       await cluster?.close();
-      await pool.close();
+      await pool.close({ timeoutMs: config.requestTimeoutMs });
       await db.close();
     })();
     return closing;

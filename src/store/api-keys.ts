@@ -8,7 +8,8 @@ import { createHash, randomBytes } from "node:crypto";
 import type { Database } from "./db.ts";
 
 export const API_KEY_PREFIX = "mw_";
-export const API_KEY_SCOPES = ["detect", "admin"] as const;
+/** detect: analyse images; events:read: read the violation log (events, stats, CSV, snapshots, live views); admin: all. */
+export const API_KEY_SCOPES = ["detect", "events:read", "admin"] as const;
 export type ApiKeyScope = (typeof API_KEY_SCOPES)[number];
 /** Length of the displayed prefix (`mw_` + 5 characters). */
 export const PREFIX_LENGTH = 8;

@@ -2,7 +2,12 @@ import { availableParallelism } from "node:os";
 import * as ort from "onnxruntime-node";
 import { modelBytes } from "../models/store.ts";
 import { BlazeFaceDetector } from "./blazeface.ts";
-import { MaskClassifier, type MaskClassifierOptions } from "./mask-classifier.ts";
+import {
+  DEFAULT_MASK_THRESHOLD,
+  decide,
+  MaskClassifier,
+  type MaskClassifierOptions,
+} from "./mask-classifier.ts";
 import { MtcnnDetector } from "./mtcnn.ts";
 import type { DetectOptions, Detector, Face, RgbImage, StageTimings } from "./types.ts";
 import { UltraFaceDetector } from "./ultraface.ts";
@@ -20,11 +25,26 @@ interface DetectorSpec {
   models: string[];
   /** Downloaded on demand (`maskwatch models pull`), as opposed to installed with the package. */
   optional: boolean;
+  /** Its faces carry a mask decision from the network itself (used with mask source "head"). */
+  maskHead?: boolean;
+  /** It takes any input size: DetectOptions.inputSize sets the long side it scales images to. */
+  inputSize?: boolean;
   create(sessions: ort.InferenceSession[]): Detector;
 }
 
 /** Every detector the engine can run, by the id users pass as `--detector`. */
 export const DETECTORS: Record<string, DetectorSpec> = {
+  maskwatch: {
+    description:
+      "Maskwatch's own detector (YuNet-n fine-tuned on masked faces, with a mask head), five landmarks; " +
+      "runs at a long side of MASKWATCH_INPUT_SIZE px (default 640)",
+    models: ["maskwatch-detector"],
+    optional: false,
+    maskHead: true,
+    inputSize: true,
+    create: ([s]) =>
+      new YuNetDetector(s, { id: "maskwatch", models: ["maskwatch-detector"], longSide: defaultInputSize() }),
+  },
   mtcnn: {
     description: "MTCNN (P/R/O-Net), five landmarks; the `mtcnn` Python package's semantics",
     models: ["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"],
@@ -48,12 +68,14 @@ export const DETECTORS: Record<string, DetectorSpec> = {
     description: "YuNet-n (libfacedetection), dynamic input size, five landmarks",
     models: ["yunet-n"],
     optional: true,
+    inputSize: true,
     create: ([s]) => new YuNetDetector(s, { id: "yunet", models: ["yunet-n"] }),
   },
   "yunet-s": {
     description: "YuNet-s (libfacedetection), larger and more accurate than YuNet-n",
     models: ["yunet-s"],
     optional: true,
+    inputSize: true,
     create: ([s]) => new YuNetDetector(s, { id: "yunet-s", models: ["yunet-s"] }),
   },
   ultraface: {
@@ -76,13 +98,29 @@ export const DETECTORS: Record<string, DetectorSpec> = {
   },
 };
 
-export const DEFAULT_DETECTOR = "mtcnn";
+export const DEFAULT_DETECTOR = "maskwatch";
+/** Long side the maskwatch detector scales images to unless a call says otherwise. */
+export const DEFAULT_INPUT_SIZE = 640;
+export const INPUT_SIZE_RANGE = [64, 2048] as const;
+
+function defaultInputSize(): number {
+  const v = Number(process.env.MASKWATCH_INPUT_SIZE);
+  return Number.isInteger(v) && v >= INPUT_SIZE_RANGE[0] && v <= INPUT_SIZE_RANGE[1] ? v : DEFAULT_INPUT_SIZE;
+}
 export const MASK_MODEL = "mask-classifier";
 
 export interface AnalyzeOptions extends DetectOptions {
   detector?: string;
-  /** Classify each face's mask (true, or the classifier's options). */
-  mask?: boolean | MaskClassifierOptions;
+  /** Decide each face's mask (true, or options). */
+  mask?: boolean | MaskOptions;
+}
+
+export interface MaskOptions extends MaskClassifierOptions {
+  /**
+   * Where the decision comes from: the separate classifier on face crops (default: measured better,
+   * see docs/models/maskwatch-detector.md) or the detector's own mask head, where it has one.
+   */
+  source?: "head" | "classifier";
 }
 
 export interface Analysis {
@@ -91,6 +129,12 @@ export interface Analysis {
   models: string[];
   faces: Face[];
   timings: StageTimings & { classify?: number };
+}
+
+/** The catalogue entry for `id`; own keys only, so "toString" or "__proto__" are unknown detectors too. */
+export function detectorSpec(id: string): DetectorSpec {
+  if (!Object.hasOwn(DETECTORS, id)) throw new UnknownDetectorError(id);
+  return DETECTORS[id];
 }
 
 export class UnknownDetectorError extends Error {
@@ -113,8 +157,7 @@ export class Engine {
   }
 
   async detector(id: string = DEFAULT_DETECTOR): Promise<Detector> {
-    const spec = DETECTORS[id];
-    if (!spec) throw new UnknownDetectorError(id);
+    const spec = detectorSpec(id);
     let pending = this.detectors.get(id);
     if (!pending) {
       pending = this.load(spec);
@@ -140,10 +183,21 @@ export class Engine {
     const detector = await this.detector(id);
     const { faces, timings } = await detector.detect(image, detect);
     const models = [...detector.models];
-    if (!mask) return { detector: id, models, faces, timings };
+    if (!mask) return { detector: id, models, faces: faces.map(({ mask: _, ...f }) => f), timings };
+    const opts: MaskOptions = mask === true ? {} : mask;
+    if (opts.source === "head") {
+      if (!detectorSpec(id).maskHead) throw new RangeError(`the ${id} detector has no mask head`);
+      const threshold = opts.threshold ?? DEFAULT_MASK_THRESHOLD;
+      if (!(threshold >= 0 && threshold <= 1)) throw new RangeError("mask threshold must be between 0 and 1");
+      const decided = faces.map((f) => {
+        const p = f.mask?.scores;
+        return p ? { ...f, mask: decide([p.mask, p.no_mask, p.incorrect], threshold) } : f;
+      });
+      return { detector: id, models, faces: decided, timings };
+    }
     const classifier = await this.maskClassifier();
     const t = performance.now();
-    const results = await classifier.classify(image, faces, mask === true ? {} : mask);
+    const results = await classifier.classify(image, faces, opts);
     const classify = performance.now() - t;
     return {
       detector: id,
@@ -163,6 +217,10 @@ export class Engine {
       interOpNumThreads: 1,
       executionMode: "sequential",
       graphOptimizationLevel: "all",
+      // Input sizes vary per image: a memory plan cached per shape, and an arena that keeps every
+      // peak, would make resident memory grow with each new size seen.
+      enableMemPattern: false,
+      enableCpuMemArena: false,
       // Some third-party exports list weights as graph inputs; ORT warns once per weight.
       logSeverityLevel: 3,
     });

@@ -29,7 +29,11 @@ export interface DecodeLimits {
 export const DEFAULT_LIMITS: DecodeLimits = { maxBytes: 25 * 1024 * 1024, maxPixels: 50_000_000 };
 
 export interface DecodedImage {
+  /** The pixels: the whole image, or shrunk to fit maxSide (see decodeImage). */
   image: RgbImage;
+  /** The encoded image's size, EXIF orientation applied. */
+  width: number;
+  height: number;
   /** Container format as sharp names it: jpeg, png, webp, gif, tiff, heif (AVIF), … */
   format: string;
 }
@@ -38,11 +42,14 @@ const FORMATS = new Set(["jpeg", "png", "webp", "gif", "tiff", "heif", "avif", "
 
 /**
  * Decodes an encoded image to 8-bit RGB: EXIF orientation applied, alpha dropped, first frame
- * of animations. Size limits are checked before any pixel is decoded.
+ * of animations. Size limits are checked before any pixel is decoded. With `maxSide`, a larger
+ * image is shrunk while it is decoded (libvips shrinks JPEG and WebP on load), so its full-size
+ * pixels are never held in memory.
  */
 export async function decodeImage(
   input: Uint8Array,
   limits: DecodeLimits = DEFAULT_LIMITS,
+  options: { maxSide?: number } = {},
 ): Promise<DecodedImage> {
   if (input.length === 0) throw new ImageError("empty_image", "the image is empty (0 bytes)");
   if (input.length > limits.maxBytes) {
@@ -69,13 +76,17 @@ export async function decodeImage(
       `the image is ${width}×${height} = ${width * height} pixels, over the limit of ${limits.maxPixels}`,
     );
   }
+  const swapped = (meta.orientation ?? 1) >= 5;
+  const [fullW, fullH] = swapped ? [height, width] : [width, height];
   try {
-    const { data, info } = await sharp(input, {
+    let pipeline = sharp(input, {
       limitInputPixels: limits.maxPixels,
       failOn: "error",
       pages: 1,
-    })
-      .autoOrient()
+    }).autoOrient();
+    if (options.maxSide && Math.max(fullW, fullH) > options.maxSide)
+      pipeline = pipeline.resize(options.maxSide, options.maxSide, { fit: "inside", kernel: "linear" });
+    const { data, info } = await pipeline
       .removeAlpha()
       .toColourspace("srgb")
       .raw({ depth: "uchar" })
@@ -87,6 +98,8 @@ export async function decodeImage(
         width: info.width,
         height: info.height,
       },
+      width: fullW,
+      height: fullH,
       format,
     };
   } catch (err) {

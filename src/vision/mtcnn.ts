@@ -1,6 +1,6 @@
 import * as ort from "onnxruntime-node";
 import { type Box, nms } from "./nms.ts";
-import { cropResize, resizeArea, type TensorOptions, writeTensor } from "./preprocess.ts";
+import { cropResize, resizeArea, resizeFast, type TensorOptions, writeTensor } from "./preprocess.ts";
 import type { Detection, DetectOptions, Detector, Face, RgbImage, StageTimings } from "./types.ts";
 
 /**
@@ -32,6 +32,21 @@ const NORMALISE: TensorOptions = { layout: "nhwc", mean: 127.5, std: 128, transp
 /** Largest batch sent to R-Net / O-Net at once, to bound memory on crowded images. */
 const MAX_BATCH = 256;
 
+/**
+ * Bounds on the work one image can cause, whatever the parameters: the smallest face searched for
+ * (smaller ones make the pyramid's first level larger than the photo), the working size (a larger
+ * photo is shrunk first, and the pyramid's first level is no larger either, so faces under about
+ * 12 × longSide / maxSide px are not found on a photo longer than maxSide), and
+ * the candidates each stage passes on (highest scores first; threshold 0 would pass every cell).
+ */
+export const MTCNN_LIMITS = {
+  minFaceSize: 8,
+  maxSide: 1600,
+  perLevel: 2000,
+  toRnet: 2000,
+  toOnet: 500,
+} as const;
+
 interface Candidate {
   box: Box;
   score: number;
@@ -60,17 +75,34 @@ export class MtcnnDetector implements Detector {
   async detect(image: RgbImage, options: DetectOptions = {}): Promise<Detection> {
     const minFaceSize = options.minFaceSize ?? this.settings.minFaceSize;
     const thresholds = options.stageThresholds ?? this.settings.thresholds;
-    if (!(minFaceSize >= 1)) throw new RangeError("minFaceSize must be at least 1");
+    if (!(minFaceSize >= MTCNN_LIMITS.minFaceSize))
+      throw new RangeError(`MTCNN's min face size is at least ${MTCNN_LIMITS.minFaceSize} px`);
     const timings: StageTimings = { preprocess: 0, inference: 0, postprocess: 0 };
     const clock = new Clock(timings);
+    const original = image;
+    const shrink = Math.min(1, MTCNN_LIMITS.maxSide / Math.max(image.width, image.height));
+    if (shrink < 1) {
+      clock.start();
+      const w = Math.max(1, Math.round(image.width * shrink));
+      const h = Math.max(1, Math.round(image.height * shrink));
+      image = await resizeFast(image, w, h);
+      clock.stop("preprocess");
+    }
 
-    let boxes = await this.proposals(image, minFaceSize, thresholds[0], clock);
+    // The pyramid's first level (the image × 12 / min face) is kept within maxSide too.
+    const workingMin = Math.max(
+      minFaceSize * shrink,
+      (12 * Math.max(image.width, image.height)) / MTCNN_LIMITS.maxSide,
+    );
+    let boxes = await this.proposals(image, workingMin, thresholds[0], clock);
     if (boxes.length) boxes = await this.refine(image, boxes, thresholds[1], clock);
     if (boxes.length) boxes = await this.output(image, boxes, thresholds[2], clock);
 
     clock.start();
     const finalThreshold = options.threshold ?? 0;
-    let faces = boxes.filter((c) => c.score >= finalThreshold).map((c) => toFace(c, image));
+    let faces = boxes
+      .filter((c) => c.score >= finalThreshold)
+      .map((c) => toFace(shrink < 1 ? scaleCandidate(c, 1 / shrink) : c, original));
     if (options.maxFaces !== undefined) faces = faces.slice(0, options.maxFaces);
     clock.stop("postprocess");
     return { faces, timings };
@@ -102,12 +134,16 @@ export class MtcnnDetector implements Detector {
         prob.dims[2],
         scales[i],
         threshold,
+        MTCNN_LIMITS.perLevel,
       );
       for (const k of nmsIndices(found, 0.5, "union")) all.push(found[k]);
       clock.stop("postprocess");
     }
     clock.start();
-    const kept = nmsIndices(all, 0.7, "union").map((i) => all[i]);
+    const kept = topScores(
+      nmsIndices(all, 0.7, "union").map((i) => all[i]),
+      MTCNN_LIMITS.toRnet,
+    );
     const result = kept.map((c) => {
       const w = c.box[2] - c.box[0];
       const h = c.box[3] - c.box[1];
@@ -131,10 +167,11 @@ export class MtcnnDetector implements Detector {
     boxes.forEach((c, i) => {
       if (scores[i] > threshold) passed.push({ box: c.box, score: scores[i], reg: regs[i] });
     });
-    const result = nmsIndices(passed, 0.7, "union").map((i) => {
-      const c = passed[i];
-      return { ...c, box: fix(rerec(bbreg(c.box, c.reg))) };
-    });
+    const kept = nmsIndices(passed, 0.7, "union").map((i) => passed[i]);
+    const result = topScores(kept, MTCNN_LIMITS.toOnet).map((c) => ({
+      ...c,
+      box: fix(rerec(bbreg(c.box, c.reg))),
+    }));
     clock.stop("postprocess");
     return result;
   }
@@ -234,6 +271,7 @@ export function scalePyramid(width: number, height: number, minFaceSize: number,
 /**
  * P-Net output to candidate boxes. `prob` and `reg` are in the transposed layout the net
  * produces: [1, outW, outH, 2] and [1, outW, outH, 4] (x before y). Stride 2, 12-pixel cells.
+ * At most `limit` cells (the highest scores) become candidates.
  */
 export function generateBoxes(
   prob: Float32Array,
@@ -242,13 +280,26 @@ export function generateBoxes(
   outH: number,
   scale: number,
   threshold: number,
+  limit = Number.POSITIVE_INFINITY,
 ): Candidate[] {
+  const cells = outW * outH;
+  let passing = 0;
+  for (let cell = 0; cell < cells; cell++) if (prob[cell * 2 + 1] >= threshold) passing++;
+  let cut = threshold;
+  if (passing > limit) {
+    const scores = new Float32Array(passing);
+    let n = 0;
+    for (let cell = 0; cell < cells; cell++)
+      if (prob[cell * 2 + 1] >= threshold) scores[n++] = prob[cell * 2 + 1];
+    scores.sort();
+    cut = scores[passing - limit];
+  }
   const found: Candidate[] = [];
-  for (let x = 0; x < outW; x++) {
-    for (let y = 0; y < outH; y++) {
+  for (let x = 0; x < outW && found.length < limit; x++) {
+    for (let y = 0; y < outH && found.length < limit; y++) {
       const cell = x * outH + y;
       const score = prob[cell * 2 + 1];
-      if (score >= threshold) {
+      if (score >= cut) {
         found.push({
           box: [
             Math.trunc((2 * x + 1) / scale),
@@ -294,6 +345,24 @@ function nmsIndices(c: Candidate[], threshold: number, mode: "union" | "min"): n
     mode,
     true,
   );
+}
+
+/** The `n` highest-scoring candidates, in their original order (all of them when there are at most n). */
+function topScores(c: Candidate[], n: number): Candidate[] {
+  if (c.length <= n) return c;
+  const cut = c.map((x) => x.score).sort((a, b) => b - a)[n - 1];
+  const out: Candidate[] = [];
+  for (const x of c) if (x.score > cut && out.length < n) out.push(x);
+  for (const x of c) if (x.score === cut && out.length < n) out.push(x);
+  return out;
+}
+
+function scaleCandidate(c: Candidate, k: number): Candidate {
+  return {
+    ...c,
+    box: [c.box[0] * k, c.box[1] * k, c.box[2] * k, c.box[3] * k],
+    points: c.points?.map((v) => v * k),
+  };
 }
 
 function toFace(c: Candidate, image: RgbImage): Face {

@@ -154,3 +154,16 @@ export function finalizeFaces(
   const out = order.map((i) => kept[i]);
   return options.maxFaces !== undefined && options.maxFaces >= 0 ? out.slice(0, options.maxFaces) : out;
 }
+
+/** Faces with boxes and landmarks multiplied by kx (x) and ky (y): from a resized image back to the original. */
+export function scaleFaces(faces: readonly Face[], kx: number, ky: number): Face[] {
+  if (kx === 1 && ky === 1) return [...faces];
+  return faces.map((f) => {
+    const out: Face = { ...f, box: [f.box[0] * kx, f.box[1] * ky, f.box[2] * kx, f.box[3] * ky] };
+    if (f.landmarks) {
+      out.landmarks = {};
+      for (const [k, p] of Object.entries(f.landmarks)) out.landmarks[k] = [p[0] * kx, p[1] * ky];
+    }
+    return out;
+  });
+}

@@ -3,7 +3,7 @@
  * JSON schema, and their translation into the engine's AnalyzeOptions. Shared by the server and the job
  * processors, so it throws plain errors: a RangeError subclass (invalid_parameters) or UnknownDetectorError.
  */
-import { type AnalyzeOptions, DETECTORS, UnknownDetectorError } from "./engine.ts";
+import { type AnalyzeOptions, DETECTORS, detectorSpec, INPUT_SIZE_RANGE } from "./engine.ts";
 
 /** Options, as query parameters (any input form) or top-level JSON fields (JSON bodies). */
 export interface DetectParams {
@@ -15,7 +15,9 @@ export interface DetectParams {
   threshold_onet?: number;
   mask?: boolean;
   mask_threshold?: number;
+  mask_source?: "classifier" | "head";
   max_faces?: number;
+  input_size?: number;
   annotate?: boolean;
 }
 
@@ -29,7 +31,18 @@ export const DETECT_PARAM_PROPERTIES = {
   threshold_onet: { type: "number", minimum: 0, maximum: 1 },
   mask: { type: "boolean", description: "classify masks: mask / no_mask / incorrect" },
   mask_threshold: { type: "number", minimum: 0, maximum: 1 },
+  mask_source: {
+    type: "string",
+    enum: ["classifier", "head"],
+    description: "classifier (default) or the detector's own mask head (maskwatch)",
+  },
   max_faces: { type: "integer", minimum: 1, maximum: 10000 },
+  input_size: {
+    type: "integer",
+    minimum: INPUT_SIZE_RANGE[0],
+    maximum: INPUT_SIZE_RANGE[1],
+    description: "long side (px) the image is scaled to before the network (maskwatch, yunet, yunet-s)",
+  },
   annotate: { type: "boolean", description: "also return the image with the faces drawn (JPEG, base64)" },
 } as const;
 
@@ -66,6 +79,9 @@ export function checkParams<T>(fields: Record<string, unknown>, properties: obje
           ? typeof value === "string"
           : typeof value === "number" && Number.isFinite(value);
     if (!ok) throw new DetectOptionsError(`option "${key}" must be a ${spec.type}`);
+    // An unknown detector gets its own error (unknown_detector), which lists the choices.
+    if (spec.enum && key !== "detector" && !spec.enum.includes(value as string))
+      throw new DetectOptionsError(`option "${key}" must be one of ${spec.enum.join(", ")}`);
     if (typeof value === "number") {
       if (spec.type === "integer" && !Number.isInteger(value))
         throw new DetectOptionsError(`option "${key}" must be an integer`);
@@ -82,11 +98,16 @@ export function checkParams<T>(fields: Record<string, unknown>, properties: obje
 /** The engine's options for `p`, with `defaultDetector` when none is named. */
 export function analyzeOptions(p: DetectParams, defaultDetector: string): AnalyzeOptions {
   const detector = p.detector ?? defaultDetector;
-  if (!DETECTORS[detector]) throw new UnknownDetectorError(detector);
+  const spec = detectorSpec(detector);
   const stages = [p.threshold_pnet, p.threshold_rnet, p.threshold_onet];
   if (detector !== "mtcnn" && stages.some((v) => v !== undefined)) {
     throw new DetectOptionsError("threshold_pnet/rnet/onet apply to the mtcnn detector only");
   }
+  if (p.input_size !== undefined && !spec.inputSize)
+    throw new DetectOptionsError(`input_size does not apply to the ${detector} detector`);
+  if (p.mask_source !== undefined && !p.mask) throw new DetectOptionsError("mask_source needs mask=true");
+  if (p.mask_source === "head" && !spec.maskHead)
+    throw new DetectOptionsError(`the ${detector} detector has no mask head`);
   if (p.mask_threshold !== undefined && !p.mask)
     throw new DetectOptionsError("mask_threshold needs mask=true");
   return {
@@ -94,9 +115,10 @@ export function analyzeOptions(p: DetectParams, defaultDetector: string): Analyz
     minFaceSize: p.min_face_size,
     threshold: p.threshold,
     maxFaces: p.max_faces,
+    inputSize: p.input_size,
     stageThresholds: stages.some((v) => v !== undefined)
       ? [p.threshold_pnet ?? 0.6, p.threshold_rnet ?? 0.7, p.threshold_onet ?? 0.7]
       : undefined,
-    mask: p.mask ? { threshold: p.mask_threshold } : false,
+    mask: p.mask ? { threshold: p.mask_threshold, source: p.mask_source } : false,
   };
 }

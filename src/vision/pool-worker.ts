@@ -3,10 +3,19 @@
  * the images the pool sends, one at a time, and answers with the result or a serialised error.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import sharp from "sharp";
 import { isModelError } from "../models/errors.ts";
 import { type AnalyzeOptions, Engine, UnknownDetectorError } from "./engine.ts";
 import { DEFAULT_LIMITS, type DecodeLimits, decodeImage, ImageError, rawImage } from "./image.ts";
+import { scaleFaces } from "./nms.ts";
 import type { Face, RgbImage } from "./types.ts";
+
+/**
+ * Uploaded images are decoded straight to at most this long side (faces are reported in the
+ * original's pixels): memory per request stays bounded whatever the input's size, and no
+ * detector here gains from more (MTCNN works at ≤ 1600, maskwatch at 640 by default).
+ */
+export const WORKING_MAX_SIDE = 2048;
 
 export interface WorkerInit {
   threads: number;
@@ -57,6 +66,11 @@ export function serializeError(err: unknown): SerializedError {
   return out;
 }
 
+// libvips is shared by the process: no operation cache (uploads are never decoded twice) and one
+// thread per operation (the pool's workers are the parallelism), which keeps resident memory flat.
+sharp.cache(false);
+sharp.concurrency(1);
+
 async function main(): Promise<void> {
   const port = parentPort;
   if (!port) throw new Error("pool-worker.ts must run in a worker thread");
@@ -70,21 +84,28 @@ async function main(): Promise<void> {
     if (msg.type !== "job") return;
     try {
       const t0 = performance.now();
-      const image =
-        "bytes" in msg.input
-          ? (await decodeImage(msg.input.bytes, limits)).image
-          : rawImage(msg.input.raw.data, msg.input.raw.width, msg.input.raw.height, 3);
+      const input = msg.input;
+      const decoded =
+        "bytes" in input ? await decodeImage(input.bytes, limits, { maxSide: WORKING_MAX_SIDE }) : undefined;
+      const image = decoded
+        ? decoded.image
+        : "raw" in input
+          ? rawImage(input.raw.data, input.raw.width, input.raw.height, 3)
+          : undefined;
+      if (!image) throw new TypeError("a job carries bytes or raw pixels");
+      const width = decoded?.width ?? image.width;
+      const height = decoded?.height ?? image.height;
       const decode = performance.now() - t0;
       const analysis = await engine.analyze(image, msg.options ?? {});
       post({
         type: "result",
         id: msg.id,
         result: {
-          width: image.width,
-          height: image.height,
+          width,
+          height,
           detector: analysis.detector,
           models: analysis.models,
-          faces: analysis.faces,
+          faces: scaleFaces(analysis.faces, width / image.width, height / image.height),
           timings: { decode, ...analysis.timings },
         },
       });

@@ -75,6 +75,33 @@ export class QueueFullError extends InferenceError {
   }
 }
 
+/** The job's deadline passed (queued or running): a running one's worker is stopped and replaced. */
+export class DeadlineError extends InferenceError {
+  constructor(ms: number) {
+    super(
+      "deadline_exceeded",
+      `the image was not analysed within ${ms} ms (MASKWATCH_REQUEST_TIMEOUT_MS)`,
+      504,
+    );
+    this.name = "DeadlineError";
+  }
+}
+
+/** The caller gave up (the client left): nobody waits for the answer. */
+export class AbandonedError extends InferenceError {
+  constructor() {
+    super("abandoned", "the request was abandoned before its image was analysed", 499);
+    this.name = "AbandonedError";
+  }
+}
+
+/** How long a job may take, and a signal that ends it early. */
+export interface JobControl {
+  /** Milliseconds from now; past it the job fails with DeadlineError. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
 /** Re-creates, on this side, the error a worker serialised: same class where we know it, same code and message. */
 export function deserializeError(e: SerializedError): Error {
   let err: Error;
@@ -109,6 +136,8 @@ interface Job {
   resolve(result: PoolAnalysis): void;
   reject(err: Error): void;
   started?: number;
+  /** Clears the deadline timer and the abort listener. */
+  cleanup?: () => void;
 }
 
 interface Slot {
@@ -188,8 +217,9 @@ export class InferencePool {
   }
 
   /** Decodes (for `bytes`) and analyses one image in a worker. */
-  analyze(input: PoolInput, options: AnalyzeOptions = {}): Promise<PoolAnalysis> {
+  analyze(input: PoolInput, options: AnalyzeOptions = {}, control: JobControl = {}): Promise<PoolAnalysis> {
     if (this.closing) return Promise.reject(this.closedError());
+    if (control.signal?.aborted) return Promise.reject(new AbandonedError());
     if (!this.starting) this.start().catch(() => {});
     const idle = this.idleSlot();
     if (!idle && this.queue.length >= this.maxQueue) {
@@ -198,9 +228,56 @@ export class InferencePool {
     }
     return new Promise<PoolAnalysis>((resolve, reject) => {
       const job: Job = { id: this.nextId++, input, options, resolve, reject };
+      this.watch(job, control);
       if (idle) this.dispatch(idle, job);
       else this.queue.push(job);
     });
+  }
+
+  /** Ends `job` at its deadline or when its signal fires: dropped from the queue, or its worker stopped. */
+  private watch(job: Job, control: JobControl): void {
+    const { timeoutMs, signal } = control;
+    if (timeoutMs === undefined && !signal) return;
+    const end = (err: Error): void => {
+      const queued = this.queue.indexOf(job);
+      if (queued >= 0) {
+        this.queue.splice(queued, 1);
+        this.fail(job, err);
+        this.checkDrained();
+        return;
+      }
+      for (const slot of this.slots) {
+        if (slot.job !== job) continue;
+        // A worker cannot be interrupted mid-image: stop it (onExit replaces it) and answer now.
+        slot.job = undefined;
+        slot.exited = true;
+        slot.ready = false;
+        this.slots.delete(slot);
+        void slot.worker.terminate();
+        this.fail(job, err);
+        if (!this.closing && this.starting) this.spawn();
+        this.checkDrained();
+        return;
+      }
+    };
+    const timer =
+      timeoutMs === undefined ? undefined : setTimeout(() => end(new DeadlineError(timeoutMs)), timeoutMs);
+    timer?.unref();
+    const onAbort = (): void => end(new AbandonedError());
+    signal?.addEventListener("abort", onAbort, { once: true });
+    job.cleanup = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    const { resolve, reject } = job;
+    job.resolve = (r) => {
+      job.cleanup?.();
+      resolve(r);
+    };
+    job.reject = (e) => {
+      job.cleanup?.();
+      reject(e);
+    };
   }
 
   stats(): PoolStats {

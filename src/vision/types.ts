@@ -27,7 +27,7 @@ export interface Face {
   landmarks?: Record<string, Point>;
   /** Class name where the detector itself has several (UltraFace masked: face / masked_face). */
   label?: string;
-  /** Mask classification, when asked for. */
+  /** Mask classification, when asked for (from the detector's own mask head, or the classifier). */
   mask?: MaskResult;
 }
 
@@ -50,6 +50,8 @@ export interface DetectOptions {
   stageThresholds?: [number, number, number];
   /** Keep at most this many faces (highest scores first). */
   maxFaces?: number;
+  /** Longer side (px) the image is scaled to before the network, where the detector takes any size. */
+  inputSize?: number;
 }
 
 export interface Detector {

@@ -12,12 +12,18 @@
  * score = sqrt(clamp(cls) × clamp(obj)); centre = (col + dx, row + dy) × s; size = exp(dw, dh) × s;
  * point k = (col + kx, row + ky) × s; then NMS at IoU 0.3.
  *
+ * Maskwatch's own detector (training/train_detector.py) is YuNet-n fine-tuned with a mask head: the same
+ * outputs plus `mask_s` [1, N, 3], softmax over [mask, no_mask, incorrect] per cell, read at the cell
+ * that gave the box. It was trained on photos scaled so their longer side is ~640 px, so it runs at a
+ * fixed long side (scaled up or down) rather than at the image's own size.
+ *
  * Key points, OpenCV's order: right eye, left eye, nose tip, right mouth corner, left mouth
  * corner, named from the subject's side, so the first eye / mouth corner is the one on the image
  * LEFT (checked on real photos). Reported with our image-side names: left_eye, right_eye, nose,
  * mouth_left, mouth_right.
  */
 import * as ort from "onnxruntime-node";
+import { DEFAULT_MASK_THRESHOLD, decide } from "./mask-classifier.ts";
 import { type Box, finalizeFaces, nms } from "./nms.ts";
 import { letterbox, pad, resizeFast, writeTensor } from "./preprocess.ts";
 import type { Detection, DetectOptions, Detector, Face, Point, RgbImage } from "./types.ts";
@@ -31,6 +37,8 @@ export interface YuNetRaw {
   obj: ArrayLike<number>[];
   bbox: ArrayLike<number>[];
   kps: ArrayLike<number>[];
+  /** Mask head probabilities [mask, no_mask, incorrect] per cell, where the model has one. */
+  mask?: ArrayLike<number>[];
 }
 
 /** Grid of each stride for a padded input of padW × padH. */
@@ -59,6 +67,7 @@ export function decodeYuNet(
     const obj = raw.obj[i];
     const bbox = raw.bbox[i];
     const kps = raw.kps[i];
+    const mask = raw.mask?.[i];
     const n = Math.min(cols * rows, cls.length);
     for (let idx = 0; idx < n; idx++) {
       const c = Math.min(1, Math.max(0, cls[idx]));
@@ -78,7 +87,10 @@ export function decodeYuNet(
           (kps[idx * 10 + 2 * k + 1] + row) * stride,
         ];
       }
-      out.push({ box: [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], score, landmarks });
+      const face: Face = { box: [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], score, landmarks };
+      if (mask)
+        face.mask = decide([mask[idx * 3], mask[idx * 3 + 1], mask[idx * 3 + 2]], DEFAULT_MASK_THRESHOLD);
+      out.push(face);
     }
   });
   return out;
@@ -102,6 +114,11 @@ export interface YuNetOptions {
    * YuNet itself runs at the image's own size otherwise (like OpenCV with setInputSize).
    */
   maxSide?: number;
+  /**
+   * Scale every image so its longer side is this many pixels, up or down (DetectOptions.inputSize
+   * overrides it per call). Unset: the image's own size, shrunk to maxSide.
+   */
+  longSide?: number;
 }
 
 export class YuNetDetector implements Detector {
@@ -110,7 +127,8 @@ export class YuNetDetector implements Detector {
   readonly landmarkNames: readonly string[] = YUNET_LANDMARKS;
   /** Fixed input [w, h], or undefined for the dynamic exports. */
   readonly fixedSize: [number, number] | undefined;
-  private readonly opts: Required<Pick<YuNetOptions, "threshold" | "nmsThreshold" | "topK" | "maxSide">>;
+  private readonly opts: Required<Pick<YuNetOptions, "threshold" | "nmsThreshold" | "topK" | "maxSide">> &
+    Pick<YuNetOptions, "longSide">;
 
   constructor(
     private readonly session: ort.InferenceSession,
@@ -128,6 +146,7 @@ export class YuNetDetector implements Detector {
       nmsThreshold: options.nmsThreshold ?? 0.3,
       topK: options.topK ?? 5000,
       maxSide: options.maxSide ?? 1280,
+      longSide: options.longSide,
     };
   }
 
@@ -148,7 +167,9 @@ export class YuNetDetector implements Detector {
       sx = lb.scale;
       sy = lb.scaleY;
     } else {
-      let scale = Math.min(1, this.opts.maxSide / Math.max(image.width, image.height));
+      const longSide = options.inputSize ?? this.opts.longSide;
+      const long = Math.max(image.width, image.height);
+      let scale = longSide ? longSide / long : Math.min(1, this.opts.maxSide / long);
       // YuNet finds faces down to ~10 px; when only bigger faces are wanted, run smaller.
       if (options.minFaceSize && options.minFaceSize > 20) scale = Math.min(scale, 20 / options.minFaceSize);
       const w = Math.max(1, Math.round(image.width * scale));
@@ -174,12 +195,14 @@ export class YuNetDetector implements Detector {
       if (!v) throw new Error(`YuNet: missing output ${name}`);
       return v.data as Float32Array;
     };
-    const raw: YuNetRaw = { cls: [], obj: [], bbox: [], kps: [] };
+    const hasMask = out.mask_8 !== undefined;
+    const raw: YuNetRaw = { cls: [], obj: [], bbox: [], kps: [], mask: hasMask ? [] : undefined };
     for (const s of YUNET_STRIDES) {
       raw.cls.push(get(`cls_${s}`));
       raw.obj.push(get(`obj_${s}`));
       raw.bbox.push(get(`bbox_${s}`));
       raw.kps.push(get(`kps_${s}`));
+      if (hasMask) raw.mask?.push(get(`mask_${s}`));
     }
     let cands = decodeYuNet(raw, input.width, input.height, threshold);
     if (cands.length > this.opts.topK) {
@@ -208,5 +231,6 @@ function scaleFace(f: Face, kx: number, ky: number): Face {
     out.landmarks = {};
     for (const [k, p] of Object.entries(f.landmarks)) out.landmarks[k] = [p[0] * kx, p[1] * ky];
   }
+  if (f.mask) out.mask = f.mask;
   return out;
 }

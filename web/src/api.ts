@@ -169,7 +169,7 @@ export interface ApiKey {
   id: string;
   name: string;
   prefix: string;
-  scopes: ("detect" | "admin")[];
+  scopes: ("detect" | "events:read" | "admin")[];
   createdAt: number;
   lastUsedAt: number | null;
   revokedAt: number | null;

@@ -2,6 +2,7 @@ import type { FastifyInstance } from "fastify";
 import type { ServerContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
 import { readImage } from "../image-input.ts";
+import { requestControl } from "../job-control.ts";
 
 const querystring = {
   type: "object",
@@ -18,7 +19,11 @@ const point = { type: "array", items: { type: "integer" }, minItems: 2, maxItems
 
 /**
  * The replaced FastAPI + MTCNN service's `POST /detect`, same request and answer, so its
- * clients keep working: integer coordinates, MTCNN's five keypoints.
+ * clients keep working: integer coordinates, five keypoints. It answers from the default detector
+ * (MASKWATCH_COMPAT_DETECTOR, default maskwatch): `min_face_size` drops smaller faces and a
+ * `threshold_onet` the client sends is the final score threshold (unsent: the detector's own);
+ * the P-/R-Net thresholds only mean something to MTCNN. MASKWATCH_COMPAT_DETECTOR=mtcnn runs MTCNN
+ * with all four exactly as the replaced service did.
  */
 export async function compatRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
   app.post<{
@@ -64,7 +69,8 @@ export async function compatRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         },
       },
     },
-    async (request) => {
+    async (request, reply) => {
+      const sentOnet = new URL(request.raw.url ?? "/", "http://x").searchParams.has("threshold_onet");
       if (!String(request.headers["content-type"] ?? "").startsWith("multipart/form-data")) {
         throw new HttpError(
           415,
@@ -74,13 +80,17 @@ export async function compatRoutes(app: FastifyInstance, ctx: ServerContext): Pr
       }
       const { bytes } = await readImage(request, "file");
       const q = request.query;
+      const detector = ctx.config.compatDetector;
       const result = await ctx.pool.analyze(
         { bytes },
-        {
-          detector: "mtcnn",
-          minFaceSize: q.min_face_size,
-          stageThresholds: [q.threshold_pnet, q.threshold_rnet, q.threshold_onet],
-        },
+        detector === "mtcnn"
+          ? {
+              detector,
+              minFaceSize: q.min_face_size,
+              stageThresholds: [q.threshold_pnet, q.threshold_rnet, q.threshold_onet],
+            }
+          : { detector, minFaceSize: q.min_face_size, threshold: sentOnet ? q.threshold_onet : undefined },
+        requestControl(reply, ctx.config.requestTimeoutMs),
       );
       ctx.metrics.observeAnalysis(result);
       const round = (p: [number, number]) => [Math.round(p[0]), Math.round(p[1])];

@@ -8,10 +8,12 @@ import {
   DETECT_PARAM_PROPERTIES,
   type DetectParams,
 } from "../../vision/options.ts";
+import type { JobControl } from "../../vision/pool.ts";
 import { requireScope } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
 import { HttpError, toHttpError } from "../errors.ts";
 import { fromBase64, readImage, readMultipart, type UploadedImage } from "../image-input.ts";
+import { requestControl } from "../job-control.ts";
 
 const querystring = {
   type: "object",
@@ -65,14 +67,16 @@ const errorSchema = {
 } as const;
 
 const MAX_BATCH = 16;
+const MAX_JPEG_SIDE = 65535;
 
 export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
-  const analyze = async (image: UploadedImage, p: DetectParams) => {
+  const analyze = async (image: UploadedImage, p: DetectParams, control: JobControl) => {
     const options = analyzeOptions(p, ctx.config.detector);
     // The pool takes the buffer over (transfer); keep a copy when it is needed again for drawing.
     const result = await ctx.pool.analyze(
       { bytes: p.annotate ? new Uint8Array(image.bytes) : image.bytes },
       options,
+      control,
     );
     ctx.metrics.observeAnalysis(result);
     const body: Record<string, unknown> = {
@@ -85,6 +89,12 @@ export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         Object.entries(result.timings).map(([k, v]) => [k, Math.round(v * 100) / 100]),
       ),
     };
+    if (p.annotate && Math.max(result.width, result.height) > MAX_JPEG_SIDE)
+      throw new HttpError(
+        400,
+        "annotate_too_large",
+        `annotate=true returns a JPEG, which holds at most ${MAX_JPEG_SIDE} px a side; this image is ${result.width}×${result.height}`,
+      );
     if (p.annotate)
       body.annotated_jpeg = (await drawFacesOnEncoded(image.bytes, result.faces)).toString("base64");
     return body;
@@ -102,10 +112,11 @@ export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         response: { 200: resultSchema, "4xx": errorSchema, "5xx": errorSchema },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       requireScope(request, "detect", ctx.config.auth);
       const image = await readImage(request);
-      return analyze(image, { ...jsonParams(request), ...request.query });
+      const control = requestControl(reply, ctx.config.requestTimeoutMs);
+      return analyze(image, { ...jsonParams(request), ...request.query }, control);
     },
   );
 
@@ -140,14 +151,15 @@ export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       requireScope(request, "detect", ctx.config.auth);
       const params = { ...jsonParams(request), ...request.query };
       const images = await readBatch(request);
+      const control = requestControl(reply, ctx.config.requestTimeoutMs);
       const results = await Promise.all(
         images.map(async (image, index) => {
           try {
-            return { index, name: image.name, result: await analyze(image, params) };
+            return { index, name: image.name, result: await analyze(image, params, control) };
           } catch (err) {
             const http = toHttpError(err);
             return {

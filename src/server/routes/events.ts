@@ -13,6 +13,7 @@ import {
   SNAPSHOT_IN_DATABASE,
 } from "../../store/events.ts";
 import type { LiveFrame, SourceStatus } from "../../streams/monitor.ts";
+import { scopeHook } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
 
@@ -47,6 +48,7 @@ const CSV_STATUS: Record<Label, string> = { mask: "Mask", no_mask: "No Mask", in
 export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
   const { db } = ctx;
 
+  scopeHook(app, "events:read", ctx.config.auth);
   app.get<{ Querystring: EventsQuery }>(
     "/api/v1/events",
     {

@@ -17,7 +17,11 @@ export async function keyRoutes(app: FastifyInstance, ctx: ServerContext): Promi
           required: ["name"],
           properties: {
             name: { type: "string", minLength: 1, maxLength: 100 },
-            scopes: { type: "array", items: { type: "string", enum: ["detect", "admin"] }, minItems: 1 },
+            scopes: {
+              type: "array",
+              items: { type: "string", enum: ["detect", "events:read", "admin"] },
+              minItems: 1,
+            },
           },
           additionalProperties: false,
         },

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from "fastify";
+import { requireCsrfOnGet, requireScope } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
 import { sendMjpeg } from "../mjpeg.ts";
 
@@ -19,12 +20,25 @@ export async function monitorCompatRoutes(app: FastifyInstance, ctx: ServerConte
         produces: ["multipart/x-mixed-replace"],
       },
     },
-    async (request, reply) => sendMjpeg(ctx, await streams.defaultSourceId(), request, reply),
+    async (request, reply) => {
+      requireScope(request, "events:read", ctx.config.auth);
+      return sendMjpeg(ctx, await streams.defaultSourceId(), request, reply);
+    },
   );
 
   const control = (path: string, summary: string, fn: () => Promise<{ status: string; message: string }>) => {
     for (const method of ["GET", "POST"] as const) {
-      app.route({ method, url: path, schema: { summary, tags: ["compatible"] }, handler: fn });
+      app.route({
+        method,
+        url: path,
+        schema: { summary, tags: ["compatible"] },
+        handler: async (request) => {
+          // They change what the server does: admin only, and a signed-in GET needs the CSRF token.
+          requireScope(request, "admin", ctx.config.auth);
+          requireCsrfOnGet(request, ctx.config.auth);
+          return fn();
+        },
+      });
     }
   };
   control("/start_detection", "Start the default source (POST or GET)", async () => {
@@ -72,6 +86,9 @@ export async function monitorCompatRoutes(app: FastifyInstance, ctx: ServerConte
         },
       },
     },
-    async () => streams.compatStats(),
+    async (request) => {
+      requireScope(request, "events:read", ctx.config.auth);
+      return streams.compatStats();
+    },
   );
 }

@@ -42,9 +42,10 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
   app.get(
     "/api/v1/sources",
     { schema: { summary: "Sources with their status", tags: ["sources"] } },
-    async () => ({
-      sources: (await streams.list()).map(present),
-    }),
+    async (request) => {
+      requireScope(request, "events:read", ctx.config.auth);
+      return { sources: (await streams.list()).map(present) };
+    },
   );
 
   app.post<{ Body: SourceInput }>(
@@ -68,7 +69,10 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
   app.get<IdParams>(
     "/api/v1/sources/:id",
     { schema: { summary: "One source", tags: ["sources"] } },
-    async (request) => present(await streams.get(request.params.id)),
+    async (request) => {
+      requireScope(request, "events:read", ctx.config.auth);
+      return present(await streams.get(request.params.id));
+    },
   );
 
   app.patch<IdParams & { Body: SourceInput }>(
@@ -118,7 +122,10 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         produces: ["multipart/x-mixed-replace"],
       },
     },
-    async (request, reply) => sendMjpeg(ctx, request.params.id, request, reply),
+    async (request, reply) => {
+      requireScope(request, "events:read", ctx.config.auth);
+      return sendMjpeg(ctx, request.params.id, request, reply);
+    },
   );
 
   app.get<IdParams>(

@@ -9,8 +9,9 @@ import { useSession } from "../session.tsx";
 
 type Scope = ApiKey["scopes"][number];
 const SCOPES: { scope: Scope; label: string }[] = [
-  { scope: "detect", label: "detect: send images to /api/v1/detect" },
-  { scope: "admin", label: "admin: everything, including sources and keys" },
+  { scope: "detect", label: "detect: send images to /api/v1/detect, batches and jobs" },
+  { scope: "events:read", label: "events:read: read violations, snapshots, statistics, CSV and live views" },
+  { scope: "admin", label: "admin: everything, including sources, settings and keys" },
 ];
 
 export function KeysPage() {
