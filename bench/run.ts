@@ -121,7 +121,7 @@ async function main(): Promise<void> {
   const http = [];
   if (args.http) {
     const dataDir = await mkdtemp(join(tmpdir(), "maskwatch-bench-"));
-    for (const id of ["blazeface", "mtcnn"].filter((d) => wanted.includes(d))) {
+    for (const id of ["maskwatch", "blazeface", "mtcnn"].filter((d) => wanted.includes(d))) {
       const r = await benchHttp(photo, id, Number(args["http-seconds"]), dataDir);
       http.push(r);
       console.log(

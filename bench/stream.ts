@@ -16,7 +16,7 @@ import { eventTotals } from "../src/store/events.ts";
 import { createSource } from "../src/store/sources.ts";
 import type { Frame } from "../src/streams/ffmpeg.ts";
 import { createBus, type MonitorBus, type MonitorSettings, SourceMonitor } from "../src/streams/monitor.ts";
-import { Engine } from "../src/vision/engine.ts";
+import { DEFAULT_DETECTOR, DETECTORS, Engine } from "../src/vision/engine.ts";
 import type { RgbImage } from "../src/vision/types.ts";
 import { sharedPath } from "../test/support/paths.ts";
 import {
@@ -29,8 +29,9 @@ import {
 } from "../test/support/video.ts";
 
 export const STREAM_AIM_FPS = 30;
-const DETECTOR = "blazeface";
-const MODELS = ["blazeface-back-256", "mask-classifier"];
+/** The live default (MASKWATCH_STREAM_DETECTOR's default). */
+const DETECTOR = DEFAULT_DETECTOR;
+const MODELS = [...DETECTORS[DETECTOR].models, "mask-classifier"];
 /** The scene's frame where B takes the mask off (see maskOffScene). */
 const MASK_OFF_FRAME = 30;
 

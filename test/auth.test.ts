@@ -126,7 +126,7 @@ describe("with MASKWATCH_ADMIN_PASSWORD", () => {
     assert.equal(bare.json.code, "csrf_failed");
     const forged = await c.call("POST", "/api/v1/keys", { name: "bad" }, { "x-csrf-token": "x".repeat(32) });
     assert.equal(forged.json.code, "csrf_failed");
-    const created = await c.write("POST", "/api/v1/keys", { name: "from-console" });
+    const created = await c.write("POST", "/api/v1/keys", { name: "from-console", scopes: ["events:read"] });
     assert.equal(created.status, 201);
     const foreign = await c.call("GET", "/api/v1/sources", undefined, { origin: "http://evil.example" });
     assert.equal(foreign.status, 403);
@@ -257,7 +257,7 @@ describe("with MASKWATCH_ADMIN_PASSWORD", () => {
     assert.equal(r.status, 200);
     const settings = r.json.settings as Record<string, unknown>;
     assert.equal(settings.smoothing_frames, 5);
-    assert.equal(settings.stream_detector, "blazeface", "untouched fields keep their values");
+    assert.equal(settings.stream_detector, "maskwatch", "untouched fields keep their values");
     await server.close();
     server = await serve({
       name: "admin",

@@ -363,14 +363,25 @@ describe("one server, in-process queue (SQLite)", () => {
       list.body.jobs.filter((j: Json) => j.kind === "images" && j.input.name !== "photos.zip").length,
       0,
     );
-    // Unknown job; a video ffmpeg cannot read is a failed job with the reason.
+    // Unknown job; no container or a playlist is refused up front; a video ffmpeg cannot read is a
+    // failed job with the reason.
     assert.equal((await call(base, "/api/v1/jobs/job_0000000000000000")).body.code, "job_not_found");
-    const junk = await post(
-      base,
-      "",
-      upload(new TextEncoder().encode("not a video at all"), "clip.mp4", "video/mp4"),
-    );
-    assert.equal(junk.status, 202);
+    for (const [text, name] of [
+      ["not a video at all", "clip.mp4"],
+      ["#EXTM3U\n#EXTINF:1,\nfile:///etc/passwd\n", "list.m3u8"],
+      ["#EXTM3U\n#EXTINF:1,\nfile:///etc/passwd\n", "clip.mp4"],
+    ]) {
+      const refused = await post(base, "", upload(new TextEncoder().encode(text), name, "video/mp4"));
+      assert.equal(refused.status, 415, JSON.stringify(refused.body));
+      assert.equal(refused.body.code, "unsupported_video");
+    }
+    const mp4Header = Buffer.concat([
+      Buffer.from([0, 0, 0, 0x18]),
+      Buffer.from("ftypmp42"),
+      Buffer.alloc(64, 7),
+    ]);
+    const junk = await post(base, "", upload(new Uint8Array(mp4Header), "clip.mp4", "video/mp4"));
+    assert.equal(junk.status, 202, JSON.stringify(junk.body));
     const { job } = await waitDone(base, junk.body.id);
     assert.equal(job.state, "failed");
     assert.match(job.error, /^the video cannot be read: clip\.mp4: /);

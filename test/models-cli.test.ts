@@ -63,7 +63,7 @@ test("models list: table and --json", async () => {
   );
   const json = await run("list", "--json");
   const rows = JSON.parse(json.out) as Array<{ id: string; pulled: boolean }>;
-  assert.equal(rows.length, 13);
+  assert.equal(rows.length, 14);
   assert.ok(rows.every((r) => r.pulled === false));
 });
 
@@ -111,7 +111,7 @@ test("models pull: usage errors", async () => {
   assert.equal(unknown.code, 1);
   assert.match(
     unknown.err,
-    /^maskwatch: unknown model "no-such-model"; known models: mask-classifier, mtcnn-pnet, /,
+    /^maskwatch: unknown model "no-such-model"; known models: maskwatch-detector, mask-classifier, mtcnn-pnet, /,
   );
   assert.doesNotMatch(unknown.err, /\n\s+at /);
   const v = await run("verify", "nope");

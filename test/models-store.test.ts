@@ -268,7 +268,7 @@ describe("model store over HTTP", { skip: skipUnlessCI(SKIP) }, () => {
     assert.equal(row.size, 2835212);
     assert.equal(row.licence, "MIT");
     assert.equal(rows.find((r) => r.id === "yunet-2023mar")!.pulled, false);
-    assert.equal(rows.length, 13);
+    assert.equal(rows.length, 14);
   });
 });
 

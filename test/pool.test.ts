@@ -96,11 +96,14 @@ test("worker errors come back typed, with code and message; the pool keeps worki
     code: "unknown_detector",
     message: /unknown detector "nope"/,
   });
-  await assert.rejects(pool!.analyze({ bytes: bytesOf(photo) }, { minFaceSize: 0 }), (e: unknown) => {
-    assert.ok(e instanceof RangeError);
-    assert.equal(e.message, "minFaceSize must be at least 1");
-    return true;
-  });
+  await assert.rejects(
+    pool!.analyze({ bytes: bytesOf(photo) }, { detector: "mtcnn", minFaceSize: 4 }),
+    (e: unknown) => {
+      assert.ok(e instanceof RangeError);
+      assert.equal(e.message, "MTCNN's min face size is at least 8 px");
+      return true;
+    },
+  );
   await assert.rejects(pool!.analyze({ raw: { data: new Uint8Array(10), width: 2, height: 2 } }), {
     name: "ImageError",
     code: "corrupt_image",

@@ -151,7 +151,7 @@ test("parseScopes validates, splits commas, dedupes; hasScope: admin grants all"
     (e: unknown) => {
       assert.ok(e instanceof ApiKeyError);
       assert.equal(e.code, "invalid_scope");
-      assert.match(e.message, /unknown scope "root"; valid scopes: detect, admin/);
+      assert.match(e.message, /unknown scope "root"; valid scopes: detect, events:read, admin/);
       return true;
     },
   );
@@ -398,7 +398,7 @@ for (const engine of engines) {
           (e: unknown) =>
             e instanceof ApiKeyError &&
             e.code === "invalid_scope" &&
-            /valid scopes: detect, admin/.test(e.message),
+            /valid scopes: detect, events:read, admin/.test(e.message),
         );
         await assert.rejects(createKey(db, { name: "x", scopes: [] }), /at least one scope/);
         await assert.rejects(

@@ -89,6 +89,39 @@ export function uploadKind(
   );
 }
 
+/**
+ * The container of an uploaded video, told by its first bytes; anything else (an HLS or other
+ * playlist, which could make ffmpeg open files or URLs named inside it, or unknown data) is refused.
+ */
+export function videoContainer(bytes: Uint8Array): string {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.byteLength, 4096));
+  const ascii = (at: number, s: string) => b.toString("latin1", at, at + s.length) === s;
+  if (ascii(4, "ftyp")) return "mp4";
+  if (b.length >= 4 && b.readUInt32BE(0) === 0x1a45dfa3) return "matroska";
+  if (ascii(0, "RIFF") && ascii(8, "AVI ")) return "avi";
+  if (ascii(0, "FLV")) return "flv";
+  if (ascii(0, "OggS")) return "ogg";
+  if (b.length >= 4 && b.readUInt32BE(0) === 0x3026b275) return "asf";
+  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return "mjpeg";
+  if (b.length >= 4 && b.readUInt32BE(0) === 0x000001ba) return "mpeg";
+  if (b.length >= 377 && b[0] === 0x47 && b[188] === 0x47 && b[376] === 0x47) return "mpegts";
+  const text = b
+    .toString("latin1")
+    .replace(/^\uFEFF/, "")
+    .trimStart();
+  if (text.startsWith("#EXTM3U") || /^\[playlist\]|^<\?xml|^<(smil|asx|mpd)/i.test(text))
+    throw new JobInputError(
+      415,
+      "unsupported_video",
+      "playlists are not accepted: upload the video file itself",
+    );
+  throw new JobInputError(
+    415,
+    "unsupported_video",
+    "not a video container this server reads (MP4/MOV/3GP, Matroska/WebM, AVI, FLV, Ogg, ASF/WMV, MJPEG, MPEG-PS or MPEG-TS)",
+  );
+}
+
 /** Checks an uploaded zip before it is queued; returns its image entries. */
 export function checkZip(bytes: Uint8Array, limits: JobLimits): ZipEntry[] {
   if (!looksLikeZip(bytes)) throw new JobInputError(400, "invalid_zip", "the file is not a zip archive");

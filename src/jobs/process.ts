@@ -252,9 +252,13 @@ class Runner {
   }
 
   private async runFfmpeg(bin: string, file: string, fps: number, maxWidth: number): Promise<void> {
-    const child = spawn(bin, ffmpegArgs({ kind: "file", url: file, fps, maxWidth, realtime: false }), {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = spawn(
+      bin,
+      ffmpegArgs({ kind: "file", url: file, fps, maxWidth, realtime: false, protocolWhitelist: "file" }),
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     const onAbort = () => child.kill("SIGKILL");
     this.signal.addEventListener("abort", onAbort, { once: true });
     let stderr = "";

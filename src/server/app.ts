@@ -50,8 +50,16 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
     bodyLimit: Math.ceil(config.maxUploadBytes * 1.4) + 4096,
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } },
   });
+  // Once closing, answers end their connection: a keep-alive client would otherwise hold the
+  // shutdown until its idle timeout.
+  let closing = false;
+  app.addHook("preClose", async () => {
+    closing = true;
+    app.server.closeIdleConnections();
+  });
   app.addHook("onSend", async (request, reply) => {
     reply.header("x-request-id", request.id);
+    if (closing) reply.header("connection", "close");
   });
   registerErrorHandler(app);
 

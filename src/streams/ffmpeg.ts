@@ -24,6 +24,8 @@ export interface CaptureOptions {
   realtime?: boolean;
   /** The ffmpeg binary (default: MASKWATCH_FFMPEG or `ffmpeg` on PATH). */
   ffmpeg?: string;
+  /** Files: the only protocols ffmpeg may open (uploads: "file", so nothing inside can reach further). */
+  protocolWhitelist?: string;
 }
 
 export interface Frame {
@@ -60,6 +62,7 @@ export function ffmpegArgs(o: CaptureOptions): string[] {
   } else {
     if (o.realtime !== false) input.push("-re");
     if (o.loop) input.push("-stream_loop", "-1");
+    if (o.protocolWhitelist) input.push("-protocol_whitelist", o.protocolWhitelist);
     input.push("-i", o.url);
   }
   return [

@@ -181,7 +181,9 @@ export class Engine {
   async analyze(image: RgbImage, options: AnalyzeOptions = {}): Promise<Analysis> {
     const { detector: id = DEFAULT_DETECTOR, mask, ...detect } = options;
     const detector = await this.detector(id);
+    detect.signal?.throwIfAborted();
     const { faces, timings } = await detector.detect(image, detect);
+    detect.signal?.throwIfAborted();
     const models = [...detector.models];
     if (!mask) return { detector: id, models, faces: faces.map(({ mask: _, ...f }) => f), timings };
     const opts: MaskOptions = mask === true ? {} : mask;

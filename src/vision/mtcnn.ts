@@ -94,8 +94,11 @@ export class MtcnnDetector implements Detector {
       minFaceSize * shrink,
       (12 * Math.max(image.width, image.height)) / MTCNN_LIMITS.maxSide,
     );
-    let boxes = await this.proposals(image, workingMin, thresholds[0], clock);
+    const { signal } = options;
+    let boxes = await this.proposals(image, workingMin, thresholds[0], clock, signal);
+    signal?.throwIfAborted();
     if (boxes.length) boxes = await this.refine(image, boxes, thresholds[1], clock);
+    signal?.throwIfAborted();
     if (boxes.length) boxes = await this.output(image, boxes, thresholds[2], clock);
 
     clock.start();
@@ -109,13 +112,20 @@ export class MtcnnDetector implements Detector {
   }
 
   /** Stage 1: P-Net over the pyramid. */
-  private async proposals(image: RgbImage, minFaceSize: number, threshold: number, clock: Clock) {
+  private async proposals(
+    image: RgbImage,
+    minFaceSize: number,
+    threshold: number,
+    clock: Clock,
+    signal?: AbortSignal,
+  ) {
     const all: Candidate[] = [];
     clock.start();
     const scales = scalePyramid(image.width, image.height, minFaceSize, this.settings.scaleFactor);
     const levels = pyramid(image, scales);
     clock.stop("preprocess");
     for (let i = 0; i < scales.length; i++) {
+      signal?.throwIfAborted();
       const level = levels[i];
       const input = new Float32Array(level.width * level.height * 3);
       writeTensor(level, input, 0, NORMALISE);

@@ -36,7 +36,10 @@ export interface SerializedError {
 }
 
 export type ToWorker =
-  | { type: "job"; id: number; input: WorkerInput; options: AnalyzeOptions }
+  /** `deadline`: epoch ms after which the job stops at its next checkpoint. */
+  | { type: "job"; id: number; input: WorkerInput; options: AnalyzeOptions; deadline?: number }
+  /** Nobody waits for job `id` any more: stop it at its next checkpoint. */
+  | { type: "cancel"; id: number }
   /** Test hook: the worker exits at once with this code, as a crash would. */
   | { type: "exit"; code: number };
 
@@ -79,9 +82,21 @@ async function main(): Promise<void> {
   const engine = new Engine({ threads: init.threads, modelDir: init.modelDir });
   const post = (msg: FromWorker): void => port.postMessage(msg);
 
+  // One job at a time; a cancel can arrive while it awaits the network, and stops it at a checkpoint.
+  let current: { id: number; controller: AbortController } | undefined;
   port.on("message", async (msg: ToWorker) => {
     if (msg.type === "exit") process.exit(msg.code);
+    if (msg.type === "cancel") {
+      if (current?.id === msg.id) current.controller.abort();
+      return;
+    }
     if (msg.type !== "job") return;
+    const controller = new AbortController();
+    current = { id: msg.id, controller };
+    const timer =
+      msg.deadline === undefined
+        ? undefined
+        : setTimeout(() => controller.abort(), Math.max(0, msg.deadline - Date.now()));
     try {
       const t0 = performance.now();
       const input = msg.input;
@@ -96,7 +111,8 @@ async function main(): Promise<void> {
       const width = decoded?.width ?? image.width;
       const height = decoded?.height ?? image.height;
       const decode = performance.now() - t0;
-      const analysis = await engine.analyze(image, msg.options ?? {});
+      controller.signal.throwIfAborted();
+      const analysis = await engine.analyze(image, { ...msg.options, signal: controller.signal });
       post({
         type: "result",
         id: msg.id,
@@ -111,6 +127,9 @@ async function main(): Promise<void> {
       });
     } catch (err) {
       post({ type: "error", id: msg.id, error: serializeError(err) });
+    } finally {
+      clearTimeout(timer);
+      current = undefined;
     }
   });
 

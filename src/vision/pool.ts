@@ -138,6 +138,10 @@ interface Job {
   started?: number;
   /** Clears the deadline timer and the abort listener. */
   cleanup?: () => void;
+  /** Epoch ms the worker stops the job at (its next checkpoint). */
+  deadline?: number;
+  /** Answered already (deadline or abort): the worker's late answer only frees its slot. */
+  settled?: boolean;
 }
 
 interface Slot {
@@ -234,11 +238,17 @@ export class InferencePool {
     });
   }
 
-  /** Ends `job` at its deadline or when its signal fires: dropped from the queue, or its worker stopped. */
+  /**
+   * Ends `job` at its deadline or when its signal fires: a queued job leaves the queue; a running one is
+   * answered now and its worker told to stop at its next checkpoint (between network runs), its slot
+   * staying busy until it has. (Terminating a worker inside ONNX Runtime can abort the process.)
+   */
   private watch(job: Job, control: JobControl): void {
     const { timeoutMs, signal } = control;
     if (timeoutMs === undefined && !signal) return;
+    if (timeoutMs !== undefined) job.deadline = Date.now() + timeoutMs;
     const end = (err: Error): void => {
+      if (job.settled) return;
       const queued = this.queue.indexOf(job);
       if (queued >= 0) {
         this.queue.splice(queued, 1);
@@ -248,15 +258,9 @@ export class InferencePool {
       }
       for (const slot of this.slots) {
         if (slot.job !== job) continue;
-        // A worker cannot be interrupted mid-image: stop it (onExit replaces it) and answer now.
-        slot.job = undefined;
-        slot.exited = true;
-        slot.ready = false;
-        this.slots.delete(slot);
-        void slot.worker.terminate();
+        slot.worker.postMessage({ type: "cancel", id: job.id } satisfies ToWorker);
         this.fail(job, err);
-        if (!this.closing && this.starting) this.spawn();
-        this.checkDrained();
+        job.settled = true;
         return;
       }
     };
@@ -320,7 +324,7 @@ export class InferencePool {
       this.slots.clear();
       for (const s of slots) {
         s.exited = true;
-        if (s.job) this.fail(s.job, err);
+        if (s.job && !s.job.settled) this.fail(s.job, err);
         s.job = undefined;
       }
       await Promise.all(slots.map((s) => s.worker.terminate()));
@@ -398,6 +402,10 @@ export class InferencePool {
         const job = slot.job;
         if (!job || job.id !== msg.id) return;
         slot.job = undefined;
+        if (job.settled) {
+          this.pump(slot);
+          return;
+        }
         if (job.started !== undefined) {
           this.meanJobMs = 0.8 * this.meanJobMs + 0.2 * (performance.now() - job.started);
         }
@@ -421,7 +429,7 @@ export class InferencePool {
     this.slots.delete(slot);
     const job = slot.job;
     slot.job = undefined;
-    if (job) {
+    if (job && !job.settled) {
       const reason = slot.error ? `: ${slot.error.message}` : "";
       this.fail(
         job,
@@ -541,7 +549,10 @@ function jobMessage(job: Job, copyAll = false): { message: ToWorker; transfer: A
     "bytes" in job.input
       ? { bytes: take(job.input.bytes) }
       : { raw: { data: take(job.input.raw.data), width: job.input.raw.width, height: job.input.raw.height } };
-  return { message: { type: "job", id: job.id, input, options: job.options }, transfer };
+  return {
+    message: { type: "job", id: job.id, input, options: job.options, deadline: job.deadline },
+    transfer,
+  };
 }
 
 const WORKER_URL = new URL("./pool-worker.ts", import.meta.url);

@@ -52,6 +52,8 @@ export interface DetectOptions {
   maxFaces?: number;
   /** Longer side (px) the image is scaled to before the network, where the detector takes any size. */
   inputSize?: number;
+  /** Stops the work at the next checkpoint (between network runs) once aborted. */
+  signal?: AbortSignal;
 }
 
 export interface Detector {

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { checkZip, packFolder, uploadKind } from "../../jobs/inputs.ts";
+import { checkZip, packFolder, uploadKind, videoContainer } from "../../jobs/inputs.ts";
 import { DEFAULT_VIDEO_FPS, DEFAULT_VIDEO_WIDTH, MAX_VIDEO_FPS } from "../../jobs/process.ts";
 import { JobQueueError } from "../../jobs/service.ts";
 import {
@@ -151,6 +151,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ServerContext): Promi
         name = part.filename || undefined;
         kind = uploadKind(name, part.mimetype, bytes);
         if (kind === "images") checkZip(bytes, limits);
+        else videoContainer(bytes);
       } else if (type.startsWith("application/json")) {
         const { folder, ...rest } = (request.body ?? {}) as Record<string, unknown>;
         if (typeof folder !== "string")
