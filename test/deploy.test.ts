@@ -1377,7 +1377,6 @@ describe("Dockerfile (static: Docker is not needed)", () => {
     for (const p of [
       "package.json",
       "package-lock.json",
-      ".npmrc",
       "src/cli/main.ts",
       "web/index.html",
       "models",
