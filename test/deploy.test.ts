@@ -1374,13 +1374,7 @@ describe("Dockerfile (static: Docker is not needed)", () => {
         ignored.some((re) => re.test(p)),
         `${p} is not ignored`,
       );
-    for (const p of [
-      "package.json",
-      "package-lock.json",
-      "src/cli/main.ts",
-      "web/index.html",
-      "models",
-    ])
+    for (const p of ["package.json", "package-lock.json", "src/cli/main.ts", "web/index.html", "models"])
       assert.ok(!ignored.some((re) => re.test(p)), `${p} is ignored`);
   });
 

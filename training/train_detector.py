@@ -6,7 +6,7 @@ YuNet-n (libfacedetection.train, Apache-2.0) fine-tuned on masked and bare faces
 YuNet's outputs (cls/obj/bbox/kps per stride, decoded by src/vision/yunet.ts) and adds `mask_<s>`.
 
 Run (from the repo root):  /usr/bin/python3 training/train_detector.py
-Variant without the research-only data (WIDER FACE / MAFA):  ... --no-research-data
+Variant that also learns from research-use data (WIDER FACE / MAFA, aizoo-mafa-wider):  ... --research-data
 
 Needs Debian's python3-torch python3-numpy python3-pil python3-onnx. Data from $MASKWATCH_DATA
 (default ../shared/datasets); starting weights from $MASKWATCH_SHARED/models/yunet/yunet_n_dynamic.onnx.
@@ -108,6 +108,17 @@ class YuNetMask(nn.Module):
             outs.append({"cls": flat(self.cls[i](f)), "obj": flat(self.obj[i](f)), "bbox": flat(self.bbox[i](f)),
                          "kps": flat(self.kps[i](f)), "mask": flat(self.mask[i](f))})
         return outs
+
+
+def interpolate(model, init, alpha):
+    """WiSE-FT (Wortsman et al. 2022): alpha x fine-tuned + (1 - alpha) x starting weights, for every
+    weight the starting model has (the new mask head keeps its trained weights). It keeps most of the
+    fine-tuning's gain on the new data and much of the starting model's robustness elsewhere."""
+    start = init.state_dict()
+    mixed = {k: (alpha * v + (1 - alpha) * start[k]) if not k.startswith("mask.") else v
+             for k, v in model.state_dict().items()}
+    model.load_state_dict(mixed)
+    return model
 
 
 def load_yunet(path):
@@ -350,8 +361,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("MASKWATCH_DATA", os.path.join(shared, "datasets")))
     ap.add_argument("--init", default=os.path.join(shared, "models", "yunet", "yunet_n_dynamic.onnx"))
-    ap.add_argument("--no-research-data", action="store_true",
-                    help="leave out aizoo-mafa-wider (WIDER FACE / MAFA: research use only)")
+    ap.add_argument("--research-data", action="store_true",
+                    help="also train on aizoo-mafa-wider (WIDER FACE / MAFA: research use only)")
     ap.add_argument("--steps", type=int, default=1300)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=320)
@@ -361,6 +372,8 @@ def main():
     ap.add_argument("--work", default="/tmp/maskwatch-detector")
     ap.add_argument("--out", default=os.path.join(repo, "models", "maskwatch-detector.onnx"))
     ap.add_argument("--metrics", default=os.path.join(here, "detector-metrics.json"))
+    ap.add_argument("--wise", type=float, default=0.5,
+                    help="weight of the fine-tuned weights against the starting ones in the export (WiSE-FT; 1 = fine-tuned only)")
     ap.add_argument("--export-checkpoint", metavar="ONNX",
                     help="only export the run's last checkpoint to this file (to evaluate a run in progress)")
     a = ap.parse_args()
@@ -368,8 +381,8 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     torch.use_deterministic_algorithms(True)
-    research = not a.no_research_data
-    work = os.path.join(a.work, "with-research" if research else "no-research")
+    research = a.research_data
+    work = os.path.join(a.work, "research" if research else "default")
     os.makedirs(work, exist_ok=True)
     samples = load_samples(a.data, "train", research)
     print(f"{len(samples)} training photos ({'with' if research else 'without'} aizoo-mafa-wider)", flush=True)
@@ -391,7 +404,8 @@ def main():
     if a.export_checkpoint:
         st = torch.load(ckpt)
         model.load_state_dict(st["model"])
-        print(f"step {st['step']}: {a.export_checkpoint} sha256 {export(model, a.export_checkpoint)}")
+        interpolate(model, teacher, a.wise)
+        print(f"step {st['step']}, wise {a.wise}: {a.export_checkpoint} sha256 {export(model, a.export_checkpoint)}")
         return
     step = 0
     log = []
@@ -431,14 +445,15 @@ def main():
                         "step": step, "log": log}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
 
-    out = a.out if research else a.out.replace(".onnx", "-no-research.onnx")
+    out = a.out.replace(".onnx", "-research.onnx") if research else a.out
+    interpolate(model, teacher, a.wise)
     sha = export(model, out)
     size = os.path.getsize(out)
     print(f"exported {out} ({size} bytes, sha256 {sha})", flush=True)
     metrics = json.load(open(a.metrics)) if os.path.exists(a.metrics) else {}
-    metrics["research" if research else "no_research"] = {
+    metrics["research" if research else "default"] = {
         "model": os.path.relpath(out, repo), "sha256": sha, "bytes": size, "photos": len(samples),
-        "steps": a.steps, "batch": a.batch, "crop": a.size, "lr": a.lr, "seed": a.seed, "channels": ch,
+        "steps": a.steps, "batch": a.batch, "crop": a.size, "lr": a.lr, "seed": a.seed, "wise": a.wise, "channels": ch,
         "loss_log": log}
     with open(a.metrics, "w") as f:
         json.dump(metrics, f, indent=1)

@@ -74,7 +74,7 @@ export const MODELS: readonly ModelEntry[] = [
     licence: "Apache-2.0",
     source: { kind: "project", path: "models/maskwatch-detector.onnx" },
     file: "maskwatch-detector.onnx",
-    sha256: "1a2d922f8b248188a6f8c018f01b7542bb6682412708389f80cd5148e8254c39",
+    sha256: "83c400d4e8073d9e47cbdfb1fa8a24e34a3d64632913315dc21342cbd30c6228",
     bundled: true,
   },
   {

@@ -43,7 +43,12 @@ export const DETECTORS: Record<string, DetectorSpec> = {
     maskHead: true,
     inputSize: true,
     create: ([s]) =>
-      new YuNetDetector(s, { id: "maskwatch", models: ["maskwatch-detector"], longSide: defaultInputSize() }),
+      new YuNetDetector(s, {
+        id: "maskwatch",
+        models: ["maskwatch-detector"],
+        longSide: defaultInputSize(),
+        threshold: 0.7,
+      }),
   },
   mtcnn: {
     description: "MTCNN (P/R/O-Net), five landmarks; the `mtcnn` Python package's semantics",
