@@ -154,7 +154,7 @@ const ABSURD: readonly string[] = [
   "detector=mtcnn&min_face_size=2",
   "detector=mtcnn&min_face_size=8&threshold_pnet=0&threshold_rnet=0&threshold_onet=0",
   "detector=maskwatch&input_size=64&threshold=0",
-  "detector=yunet&input_size=96",
+  "detector=blazeface&input_size=96",
   "mask=true&mask_threshold=1",
   "max_faces=1&mask=true",
 ];
