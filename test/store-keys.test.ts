@@ -159,7 +159,7 @@ test("parseScopes validates, splits commas, dedupes; hasScope: admin grants all"
   assert.throws(() => parseScopes(" , "), /at least one scope/);
   assert.ok(hasScope({ scopes: ["admin"] }, "detect"));
   assert.ok(!hasScope({ scopes: ["detect"] }, "admin"));
-  assert.deepEqual(API_KEY_SCOPES, ["detect", "admin"]);
+  assert.deepEqual(API_KEY_SCOPES, ["detect", "events:read", "admin"]);
 });
 
 test("toPostgresPlaceholders numbers ? outside quotes and comments", () => {
