@@ -208,6 +208,22 @@ describe("access: scopes, state-changing GETs, wrong keys, secrets in logs, metr
     assert.equal((await post(reader)).status, 403);
   });
 
+  test("a source pointing at a link-local / metadata address is a 400 through the API", async () => {
+    for (const url of [
+      "http://169.254.169.254/latest/meta-data/",
+      "HTTP://[fe80::1]/x",
+      "http://metadata.google.internal/",
+    ]) {
+      const r = await call("/api/v1/sources", ADMIN, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ kind: "stream", url }),
+      });
+      assert.equal(r.status, 400, `${url}: ${r.text}`);
+      assert.equal(JSON.parse(r.text).code, "invalid_source");
+    }
+  });
+
   test("/start_detection, /stop_detection, /reset_stats (GET and POST) need admin", async () => {
     const detect = await createKey(["detect"]);
     const reader = await createKey(["events:read"]);

@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { config as loadDotenv } from "dotenv";
+import { parseAllowList } from "../streams/source-policy.ts";
 import { DEFAULT_DETECTOR, DETECTORS } from "../vision/engine.ts";
 
 /** Everything the server reads from its environment, validated once at start. */
@@ -43,6 +44,8 @@ export interface Config {
   detector: string;
   /** Detector behind the compatible POST /detect (mtcnn: the replaced service's exact semantics). */
   compatDetector: string;
+  /** Where API-added sources may point (MASKWATCH_SOURCE_ALLOW, MASKWATCH_SOURCE_FILE_ROOT). */
+  sourcePolicy: { allow: string[]; fileRoot: string | undefined };
   /** MASKWATCH_SOURCE: the default source the old app's endpoints drive. */
   source: string | undefined;
   /** Live monitoring (MASKWATCH_STREAM_*, MASKWATCH_SMOOTHING, …). */
@@ -195,6 +198,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     detector: detector("MASKWATCH_DETECTOR"),
     compatDetector: detector("MASKWATCH_COMPAT_DETECTOR"),
     source: env.MASKWATCH_SOURCE || undefined,
+    sourcePolicy: {
+      allow: parseAllowList(env.MASKWATCH_SOURCE_ALLOW),
+      fileRoot: env.MASKWATCH_SOURCE_FILE_ROOT ? resolve(env.MASKWATCH_SOURCE_FILE_ROOT) : undefined,
+    },
     stream: {
       detector: detector("MASKWATCH_STREAM_DETECTOR"),
       fps,

@@ -55,6 +55,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       maxWidth: config.stream.maxWidth,
     },
     defaultSource: config.source,
+    policy: config.sourcePolicy,
     leases: cluster?.leases,
   });
   await cluster?.attach(streams.bus);

@@ -25,6 +25,7 @@ import {
   SourceMonitor,
   type SourceStatus,
 } from "./monitor.ts";
+import { checkSourceTarget, type SourcePolicy } from "./source-policy.ts";
 
 export const DEFAULT_SOURCE_ID = "default";
 const STATS_RESET_KEY = "stats_reset_at";
@@ -93,6 +94,8 @@ export interface StreamManagerOptions {
   tickMs?: number;
   /** MASKWATCH_SOURCE: a device, stream URL, file path, or "browser", for the default source. */
   defaultSource?: string;
+  /** Where sources added through the API may point (the default source is the operator's own). */
+  policy?: SourcePolicy;
   log?: Logger;
 }
 
@@ -280,6 +283,7 @@ export class StreamManager {
 
   async create(input: SourceInput): Promise<SourceView> {
     const spec = validateSource(input);
+    await checkSourceTarget(spec.kind, spec.url, this.options.policy ?? { allow: [] });
     const record = await createSource(this.options.db, { id: input.id, ...spec, enabled: false });
     return this.view(record);
   }
@@ -288,6 +292,8 @@ export class StreamManager {
   async update(id: string, input: SourceInput): Promise<SourceView> {
     const current = await this.record(id);
     const spec = validateSource(input, current);
+    if (spec.url !== current.url || spec.kind !== current.kind)
+      await checkSourceTarget(spec.kind, spec.url, this.options.policy ?? { allow: [] });
     const record = await updateSource(this.options.db, id, spec);
     const monitor = this.monitors.get(id);
     if (monitor) {
