@@ -41,10 +41,22 @@ test("configuration: defaults, every bad variable named, secrets hidden", () => 
         DATABASE_URL: "mysql://x",
         MASKWATCH_AUTH: "maybe",
         APP_TOKEN: "short",
+        MASKWATCH_DETECTOR: "toString",
+        MASKWATCH_INPUT_SIZE: "5",
+        MASKWATCH_REQUEST_TIMEOUT_MS: "0",
       }),
     (e: unknown) => {
       assert.ok(e instanceof ConfigError);
-      for (const name of ["PORT", "LOG_LEVEL", "DATABASE_URL", "MASKWATCH_AUTH", "APP_TOKEN"]) {
+      for (const name of [
+        "PORT",
+        "LOG_LEVEL",
+        "DATABASE_URL",
+        "MASKWATCH_AUTH",
+        "APP_TOKEN",
+        "MASKWATCH_DETECTOR",
+        "MASKWATCH_INPUT_SIZE",
+        "MASKWATCH_REQUEST_TIMEOUT_MS",
+      ]) {
         assert.ok(
           e.problems.some((p) => p.startsWith(name)),
           `${name} named in ${e.message}`,

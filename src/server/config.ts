@@ -3,7 +3,7 @@ import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { config as loadDotenv } from "dotenv";
 import { parseAllowList } from "../streams/source-policy.ts";
-import { DEFAULT_DETECTOR, DETECTORS } from "../vision/engine.ts";
+import { DEFAULT_DETECTOR, DEFAULT_INPUT_SIZE, DETECTORS, INPUT_SIZE_RANGE } from "../vision/engine.ts";
 
 /** Everything the server reads from its environment, validated once at start. */
 export interface Config {
@@ -44,6 +44,8 @@ export interface Config {
   detector: string;
   /** Detector behind the compatible POST /detect (mtcnn: the replaced service's exact semantics). */
   compatDetector: string;
+  /** Long side the maskwatch detector works at (MASKWATCH_INPUT_SIZE; read by the engine in each worker). */
+  inputSize: number;
   /** Where API-added sources may point (MASKWATCH_SOURCE_ALLOW, MASKWATCH_SOURCE_FILE_ROOT). */
   sourcePolicy: { allow: string[]; fileRoot: string | undefined };
   /** MASKWATCH_SOURCE: the default source the old app's endpoints drive. */
@@ -197,6 +199,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     maxQueue: int("MASKWATCH_QUEUE", 64, 1, 100_000),
     detector: detector("MASKWATCH_DETECTOR"),
     compatDetector: detector("MASKWATCH_COMPAT_DETECTOR"),
+    inputSize: int("MASKWATCH_INPUT_SIZE", DEFAULT_INPUT_SIZE, INPUT_SIZE_RANGE[0], INPUT_SIZE_RANGE[1]),
     source: env.MASKWATCH_SOURCE || undefined,
     sourcePolicy: {
       allow: parseAllowList(env.MASKWATCH_SOURCE_ALLOW),
