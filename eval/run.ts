@@ -74,6 +74,8 @@ async function main(): Promise<number> {
   let threshold: number;
   let msPerImage: number | undefined;
   let source: string;
+  /** Where the run's mask decisions came from, when it made any. */
+  let maskSource: MaskOptions["source"];
   if (a.pred) {
     predictions = await readPredictions(a.pred);
     threshold = a.threshold !== undefined ? Number(a.threshold) : 0.5;
@@ -89,20 +91,21 @@ async function main(): Promise<number> {
       minFaceSize: a["min-face-size"] ? Number(a["min-face-size"]) : undefined,
       inputSize: a["input-size"] ? Number(a["input-size"]) : undefined,
     };
-    const maskSource = a["mask-source"];
-    if (maskSource !== undefined && maskSource !== "head" && maskSource !== "classifier") {
-      console.error(`eval: --mask-source must be head or classifier, not ${maskSource}`);
+    const asked = a["mask-source"];
+    if (asked !== undefined && asked !== "head" && asked !== "classifier") {
+      console.error(`eval: --mask-source must be head or classifier, not ${asked}`);
       return 2;
     }
     // ultraface-masked is scored as the two-class detector it is; others get their mask head or the classifier.
     const classify: MaskOptions | false =
-      a.mask && a.detector !== "ultraface-masked" ? { source: maskSource ?? "classifier" } : false;
+      a.mask && a.detector !== "ultraface-masked" ? { source: asked ?? "classifier" } : false;
+    maskSource = classify ? classify.source : undefined;
     const run = await runDetector(a.detector, gt, options, classify);
     predictions = run.predictions;
     threshold = a.threshold !== undefined ? Number(a.threshold) : run.threshold;
     msPerImage = run.msPerImage;
     source = a.detector;
-    if (classify && classify.source === "head") source = `${a.detector} (mask head)`;
+    if (maskSource === "head") source = `${a.detector} (mask head)`;
   }
   if (a.mask) {
     const labelled = predictions.some((p) => p.faces.some((f) => f.mask));
@@ -119,10 +122,7 @@ async function main(): Promise<number> {
     iouThreshold: Number(a.iou),
     minSize: Number(a["min-size"]),
   });
-  const classifier =
-    a.mask && a.detector !== "ultraface-masked" && !a.pred && !source.endsWith("(mask head)")
-      ? "mask-classifier"
-      : undefined;
+  const classifier = maskSource === "classifier" ? "mask-classifier" : undefined;
   const meta = {
     dataset: `${dataset}`,
     split,

@@ -5,15 +5,12 @@
  * process's memory may grow only so much, and a valid image gets the same answer before and after.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFile } from "node:fs/promises";
 import { after, before, test } from "node:test";
 import sharp from "sharp";
-import { loadConfig } from "../src/server/config.ts";
-import { type RunningServer, startServer } from "../src/server/main.ts";
 import { unlessCI } from "./support/ci.ts";
 import { sharedPath } from "./support/paths.ts";
+import { startTestServer, type TestServer } from "./support/server.ts";
 
 const CASES = 1200;
 const CONCURRENCY = 4;
@@ -21,8 +18,7 @@ const TIMEOUT_MS = 10_000;
 /** RSS may grow by this much over the whole corpus (decoders and ONNX Runtime keep arenas). */
 const RSS_GROWTH_MB = 400;
 
-let server: RunningServer | undefined;
-let dataDir = "";
+let server: TestServer | undefined;
 let photos: { jpeg: Buffer; png: Buffer; webp: Buffer } | undefined;
 let skip: string | null = null;
 
@@ -35,30 +31,16 @@ before(async () => {
   const jpeg = await readFile(file);
   const small = sharp(jpeg).resize(320);
   photos = { jpeg, png: await small.clone().png().toBuffer(), webp: await small.clone().webp().toBuffer() };
-  dataDir = await mkdtemp(join(tmpdir(), "maskwatch-bad-inputs-"));
-  server = await startServer(
-    loadConfig({
-      PORT: "0",
-      HOST: "127.0.0.1",
-      MASKWATCH_DATA_DIR: dataDir,
-      MASKWATCH_AUTH: "off",
-      MASKWATCH_WORKERS: "1",
-      MASKWATCH_MAX_UPLOAD_BYTES: String(2 * 1024 * 1024),
-      MASKWATCH_MAX_PIXELS: "40000000",
-      MASKWATCH_RATE_LIMIT_IP: "1000000",
-      LOG_LEVEL: "silent",
-    }),
-  );
-  for (let i = 0; i < 100; i++) {
-    if ((await fetch(`${server.url}/ready`)).status === 200) break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  server = await startTestServer({
+    MASKWATCH_AUTH: "off",
+    MASKWATCH_WORKERS: "1",
+    MASKWATCH_MAX_UPLOAD_BYTES: String(2 * 1024 * 1024),
+    MASKWATCH_MAX_PIXELS: "40000000",
+    MASKWATCH_RATE_LIMIT_IP: "1000000",
+  });
 });
 
-after(async () => {
-  await server?.close();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
-});
+after(() => server?.close());
 
 /** mulberry32: a small seeded generator, so a failing case can be replayed by its number. */
 function rng(seed: number) {

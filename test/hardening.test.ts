@@ -10,36 +10,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
-import { loadConfig } from "../src/server/config.ts";
-import { type RunningServer, startServer } from "../src/server/main.ts";
+import { startTestServer, type TestServer } from "./support/server.ts";
 
-let server: RunningServer | undefined;
-let dataDir = "";
+let server: TestServer | undefined;
 let port = 0;
 
 before(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "maskwatch-hardening-"));
-  server = await startServer(
-    loadConfig({
-      PORT: "0",
-      HOST: "127.0.0.1",
-      MASKWATCH_DATA_DIR: dataDir,
-      MASKWATCH_AUTH: "off",
-      MASKWATCH_WORKERS: "1",
-      LOG_LEVEL: "silent",
-    }),
-  );
+  server = await startTestServer({ MASKWATCH_AUTH: "off", MASKWATCH_WORKERS: "1" });
   port = Number(new URL(server.url).port);
-  for (let i = 0; i < 100; i++) {
-    if ((await fetch(`${server.url}/ready`)).status === 200) break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
 });
 
-after(async () => {
-  await server?.close();
-  await rm(dataDir, { recursive: true, force: true });
-});
+after(() => server?.close());
 
 /** One HTTP/1.1 request written byte for byte; resolves with status and parsed JSON body, or rejects on timeout. */
 function rawPost(path: string, contentType: string, body: Buffer, timeoutMs = 10_000) {
@@ -142,31 +123,26 @@ test("annotate=true on an image JPEG cannot hold (100000×1): 400 annotate_too_l
 
 describe("access: scopes, state-changing GETs, wrong keys, secrets in logs, metrics", () => {
   const ADMIN = "hardening-admin-key-0123456789";
-  let secured: RunningServer | undefined;
-  let dir = "";
+  let secured: TestServer | undefined;
+  let logDir = "";
   let logFile = "";
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "maskwatch-access-"));
-    logFile = join(dir, "server.log");
-    secured = await startServer(
-      loadConfig({
-        PORT: "0",
-        HOST: "127.0.0.1",
-        MASKWATCH_DATA_DIR: dir,
-        MASKWATCH_API_KEY: ADMIN,
-        MASKWATCH_WORKERS: "1",
-        MASKWATCH_AUTH_FAILURE_LIMIT: "5",
-        MASKWATCH_METRICS_AUTH: "on",
-        MASKWATCH_LOG_FILE: logFile,
-        LOG_LEVEL: "info",
-      }),
-    );
+    logDir = await mkdtemp(join(tmpdir(), "maskwatch-access-"));
+    logFile = join(logDir, "server.log");
+    secured = await startTestServer({
+      MASKWATCH_API_KEY: ADMIN,
+      MASKWATCH_WORKERS: "1",
+      MASKWATCH_AUTH_FAILURE_LIMIT: "5",
+      MASKWATCH_METRICS_AUTH: "on",
+      MASKWATCH_LOG_FILE: logFile,
+      LOG_LEVEL: "info",
+    });
   });
 
   after(async () => {
     await secured?.close();
-    await rm(dir, { recursive: true, force: true });
+    await rm(logDir, { recursive: true, force: true });
   });
 
   const call = async (path: string, key?: string, init: RequestInit = {}) => {
@@ -268,29 +244,18 @@ describe("access: scopes, state-changing GETs, wrong keys, secrets in logs, metr
 });
 
 describe("bounded work: MTCNN parameter floors, a per-request deadline that frees the worker", () => {
-  let bounded: RunningServer | undefined;
-  let dir = "";
+  let bounded: TestServer | undefined;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "maskwatch-deadline-"));
-    bounded = await startServer(
-      loadConfig({
-        PORT: "0",
-        HOST: "127.0.0.1",
-        MASKWATCH_DATA_DIR: dir,
-        MASKWATCH_AUTH: "off",
-        MASKWATCH_WORKERS: "1",
-        MASKWATCH_COMPAT_DETECTOR: "mtcnn",
-        MASKWATCH_REQUEST_TIMEOUT_MS: "400",
-        LOG_LEVEL: "silent",
-      }),
-    );
+    bounded = await startTestServer({
+      MASKWATCH_AUTH: "off",
+      MASKWATCH_WORKERS: "1",
+      MASKWATCH_COMPAT_DETECTOR: "mtcnn",
+      MASKWATCH_REQUEST_TIMEOUT_MS: "400",
+    });
   });
 
-  after(async () => {
-    await bounded?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => bounded?.close());
 
   const post = async (path: string, bytes: Buffer) => {
     const f = new FormData();

@@ -44,7 +44,7 @@ export interface Config {
   detector: string;
   /** Detector behind the compatible POST /detect (mtcnn: the replaced service's exact semantics). */
   compatDetector: string;
-  /** Long side the maskwatch detector works at (MASKWATCH_INPUT_SIZE; read by the engine in each worker). */
+  /** Long side the maskwatch detector works at (MASKWATCH_INPUT_SIZE), handed to the inference workers. */
   inputSize: number;
   /** Where API-added sources may point (MASKWATCH_SOURCE_ALLOW, MASKWATCH_SOURCE_FILE_ROOT). */
   sourcePolicy: { allow: string[]; fileRoot: string | undefined };

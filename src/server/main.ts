@@ -37,6 +37,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const pool = new InferencePool({
     size: config.workers || undefined,
     threadsPerWorker: config.threadsPerWorker,
+    inputSize: config.inputSize,
     maxQueue: config.maxQueue,
     limits: { maxBytes: config.maxUploadBytes, maxPixels: config.maxPixels },
     preload: [config.detector],

@@ -18,6 +18,13 @@ export interface EngineOptions {
   threads?: number;
   /** Model cache folder (default: the registry's). */
   modelDir?: string;
+  /** Long side the maskwatch detector works at. Default: MASKWATCH_INPUT_SIZE, else 640. */
+  inputSize?: number;
+}
+
+/** What an engine hands every detector it creates. */
+interface EngineSettings {
+  inputSize: number;
 }
 
 interface DetectorSpec {
@@ -29,7 +36,7 @@ interface DetectorSpec {
   maskHead?: boolean;
   /** It takes any input size: DetectOptions.inputSize sets the long side it scales images to. */
   inputSize?: boolean;
-  create(sessions: ort.InferenceSession[]): Detector;
+  create(sessions: ort.InferenceSession[], settings: EngineSettings): Detector;
 }
 
 /** Every detector the engine can run, by the id users pass as `--detector`. */
@@ -42,11 +49,11 @@ export const DETECTORS: Record<string, DetectorSpec> = {
     optional: false,
     maskHead: true,
     inputSize: true,
-    create: ([s]) =>
+    create: ([s], { inputSize }) =>
       new YuNetDetector(s, {
         id: "maskwatch",
         models: ["maskwatch-detector"],
-        longSide: defaultInputSize(),
+        longSide: inputSize,
         threshold: 0.7,
       }),
   },
@@ -155,10 +162,12 @@ export class Engine {
   private readonly detectors = new Map<string, Promise<Detector>>();
   private classifier: Promise<MaskClassifier> | undefined;
   private readonly threads: number;
+  private readonly settings: EngineSettings;
 
   constructor(private readonly options: EngineOptions = {}) {
     const env = Number(process.env.MASKWATCH_THREADS);
     this.threads = options.threads ?? (env > 0 ? env : availableParallelism());
+    this.settings = { inputSize: options.inputSize ?? defaultInputSize() };
   }
 
   async detector(id: string = DEFAULT_DETECTOR): Promise<Detector> {
@@ -215,7 +224,7 @@ export class Engine {
   }
 
   private async load(spec: DetectorSpec): Promise<Detector> {
-    return spec.create(await Promise.all(spec.models.map((model) => this.session(model))));
+    return spec.create(await Promise.all(spec.models.map((model) => this.session(model))), this.settings);
   }
 
   private async session(model: string): Promise<ort.InferenceSession> {

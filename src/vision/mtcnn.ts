@@ -1,5 +1,5 @@
 import * as ort from "onnxruntime-node";
-import { type Box, nms } from "./nms.ts";
+import { type Box, nms, scaleFaces } from "./nms.ts";
 import { cropResize, resizeArea, resizeFast, type TensorOptions, writeTensor } from "./preprocess.ts";
 import type { Detection, DetectOptions, Detector, Face, RgbImage, StageTimings } from "./types.ts";
 
@@ -103,9 +103,11 @@ export class MtcnnDetector implements Detector {
 
     clock.start();
     const finalThreshold = options.threshold ?? 0;
-    let faces = boxes
-      .filter((c) => c.score >= finalThreshold)
-      .map((c) => toFace(shrink < 1 ? scaleCandidate(c, 1 / shrink) : c, original));
+    let faces = scaleFaces(
+      boxes.filter((c) => c.score >= finalThreshold).map((c) => toFace(c, image)),
+      original.width / image.width,
+      original.height / image.height,
+    );
     if (options.maxFaces !== undefined) faces = faces.slice(0, options.maxFaces);
     clock.stop("postprocess");
     return { faces, timings };
@@ -365,14 +367,6 @@ function topScores(c: Candidate[], n: number): Candidate[] {
   for (const x of c) if (x.score > cut && out.length < n) out.push(x);
   for (const x of c) if (x.score === cut && out.length < n) out.push(x);
   return out;
-}
-
-function scaleCandidate(c: Candidate, k: number): Candidate {
-  return {
-    ...c,
-    box: [c.box[0] * k, c.box[1] * k, c.box[2] * k, c.box[3] * k],
-    points: c.points?.map((v) => v * k),
-  };
 }
 
 function toFace(c: Candidate, image: RgbImage): Face {

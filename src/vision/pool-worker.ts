@@ -20,6 +20,7 @@ export const WORKING_MAX_SIDE = 2048;
 export interface WorkerInit {
   threads: number;
   modelDir?: string;
+  inputSize?: number;
   limits?: DecodeLimits;
   preload: string[];
   preloadMask: boolean;
@@ -79,7 +80,7 @@ async function main(): Promise<void> {
   if (!port) throw new Error("pool-worker.ts must run in a worker thread");
   const init = workerData as WorkerInit;
   const limits = init.limits ?? DEFAULT_LIMITS;
-  const engine = new Engine({ threads: init.threads, modelDir: init.modelDir });
+  const engine = new Engine({ threads: init.threads, modelDir: init.modelDir, inputSize: init.inputSize });
   const post = (msg: FromWorker): void => port.postMessage(msg);
 
   // One job at a time; a cancel can arrive while it awaits the network, and stops it at a checkpoint.
@@ -100,16 +101,10 @@ async function main(): Promise<void> {
     try {
       const t0 = performance.now();
       const input = msg.input;
-      const decoded =
-        "bytes" in input ? await decodeImage(input.bytes, limits, { maxSide: WORKING_MAX_SIDE }) : undefined;
-      const image = decoded
-        ? decoded.image
-        : "raw" in input
-          ? rawImage(input.raw.data, input.raw.width, input.raw.height, 3)
-          : undefined;
-      if (!image) throw new TypeError("a job carries bytes or raw pixels");
-      const width = decoded?.width ?? image.width;
-      const height = decoded?.height ?? image.height;
+      const { image, width, height } =
+        "bytes" in input
+          ? await decodeImage(input.bytes, limits, { maxSide: WORKING_MAX_SIDE })
+          : { ...input.raw, image: rawImage(input.raw.data, input.raw.width, input.raw.height, 3) };
       const decode = performance.now() - t0;
       controller.signal.throwIfAborted();
       const analysis = await engine.analyze(image, { ...msg.options, signal: controller.signal });

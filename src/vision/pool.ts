@@ -22,6 +22,8 @@ export interface InferencePoolOptions {
   limits?: DecodeLimits;
   /** Model cache folder (default: the registry's). */
   modelDir?: string;
+  /** Long side the maskwatch detector works at (default: the engine's, MASKWATCH_INPUT_SIZE or 640). */
+  inputSize?: number;
   /** Detector ids each worker loads before it counts as ready (default ["mtcnn"]). */
   preload?: string[];
   /** Also load the mask classifier before ready (default false). */
@@ -75,7 +77,7 @@ export class QueueFullError extends InferenceError {
   }
 }
 
-/** The job's deadline passed (queued or running): a running one's worker is stopped and replaced. */
+/** The job's deadline passed (queued or running): a running one stops at its worker's next checkpoint. */
 export class DeadlineError extends InferenceError {
   constructor(ms: number) {
     super(
@@ -184,6 +186,7 @@ export class InferencePool {
     this.init = {
       threads: this.threadsPerWorker,
       modelDir: options.modelDir,
+      inputSize: options.inputSize,
       limits: options.limits,
       preload: options.preload ?? [DEFAULT_DETECTOR],
       preloadMask: options.preloadMask ?? false,

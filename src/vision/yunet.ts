@@ -24,7 +24,7 @@
  */
 import * as ort from "onnxruntime-node";
 import { DEFAULT_MASK_THRESHOLD, decide } from "./mask-classifier.ts";
-import { type Box, finalizeFaces, nms } from "./nms.ts";
+import { type Box, finalizeFaces, nms, scaleFaces } from "./nms.ts";
 import { letterbox, pad, resizeFast, writeTensor } from "./preprocess.ts";
 import type { Detection, DetectOptions, Detector, Face, Point, RgbImage } from "./types.ts";
 
@@ -202,7 +202,7 @@ export class YuNetDetector implements Detector {
       raw.obj.push(get(`obj_${s}`));
       raw.bbox.push(get(`bbox_${s}`));
       raw.kps.push(get(`kps_${s}`));
-      if (hasMask) raw.mask?.push(get(`mask_${s}`));
+      raw.mask?.push(get(`mask_${s}`));
     }
     let cands = decodeYuNet(raw, input.width, input.height, threshold);
     if (cands.length > this.opts.topK) {
@@ -214,7 +214,11 @@ export class YuNetDetector implements Detector {
       cands.map((f) => f.score),
       this.opts.nmsThreshold,
     );
-    const faces = keep.map((i) => scaleFace(cands[i], 1 / sx, 1 / sy));
+    const faces = scaleFaces(
+      keep.map((i) => cands[i]),
+      1 / sx,
+      1 / sy,
+    );
     const result = finalizeFaces(faces, image.width, image.height, options);
     timings.postprocess = performance.now() - t;
     return { faces: result, timings };
@@ -223,14 +227,4 @@ export class YuNetDetector implements Detector {
   async dispose(): Promise<void> {
     await this.session.release();
   }
-}
-
-function scaleFace(f: Face, kx: number, ky: number): Face {
-  const out: Face = { box: [f.box[0] * kx, f.box[1] * ky, f.box[2] * kx, f.box[3] * ky], score: f.score };
-  if (f.landmarks) {
-    out.landmarks = {};
-    for (const [k, p] of Object.entries(f.landmarks)) out.landmarks[k] = [p[0] * kx, p[1] * ky];
-  }
-  if (f.mask) out.mask = f.mask;
-  return out;
 }

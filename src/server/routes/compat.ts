@@ -4,13 +4,16 @@ import { HttpError } from "../errors.ts";
 import { readImage } from "../image-input.ts";
 import { requestControl } from "../job-control.ts";
 
+const ONET_DEFAULT = 0.7;
+
 const querystring = {
   type: "object",
   properties: {
     min_face_size: { type: "integer", minimum: 1, default: 20 },
     threshold_pnet: { type: "number", minimum: 0, maximum: 1, default: 0.6 },
     threshold_rnet: { type: "number", minimum: 0, maximum: 1, default: 0.7 },
-    threshold_onet: { type: "number", minimum: 0, maximum: 1, default: 0.7 },
+    // No default here: unsent, MTCNN uses ONET_DEFAULT and other detectors their own threshold.
+    threshold_onet: { type: "number", minimum: 0, maximum: 1, description: `MTCNN default ${ONET_DEFAULT}` },
   },
   additionalProperties: false,
 } as const;
@@ -31,7 +34,7 @@ export async function compatRoutes(app: FastifyInstance, ctx: ServerContext): Pr
       min_face_size: number;
       threshold_pnet: number;
       threshold_rnet: number;
-      threshold_onet: number;
+      threshold_onet?: number;
     };
   }>(
     "/detect",
@@ -70,7 +73,6 @@ export async function compatRoutes(app: FastifyInstance, ctx: ServerContext): Pr
       },
     },
     async (request, reply) => {
-      const sentOnet = new URL(request.raw.url ?? "/", "http://x").searchParams.has("threshold_onet");
       if (!String(request.headers["content-type"] ?? "").startsWith("multipart/form-data")) {
         throw new HttpError(
           415,
@@ -87,9 +89,9 @@ export async function compatRoutes(app: FastifyInstance, ctx: ServerContext): Pr
           ? {
               detector,
               minFaceSize: q.min_face_size,
-              stageThresholds: [q.threshold_pnet, q.threshold_rnet, q.threshold_onet],
+              stageThresholds: [q.threshold_pnet, q.threshold_rnet, q.threshold_onet ?? ONET_DEFAULT],
             }
-          : { detector, minFaceSize: q.min_face_size, threshold: sentOnet ? q.threshold_onet : undefined },
+          : { detector, minFaceSize: q.min_face_size, threshold: q.threshold_onet },
         requestControl(reply, ctx.config.requestTimeoutMs),
       );
       ctx.metrics.observeAnalysis(result);
