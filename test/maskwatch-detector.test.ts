@@ -90,8 +90,8 @@ test("finds the three faces of 2008_002506.jpg with landmarks; input size, mask 
     assert.ok(l.left_eye[0] < l.right_eye[0] && l.mouth_left[0] < l.mouth_right[0]);
     assert.ok(l.left_eye[1] < l.nose[1] && l.nose[1] < l.mouth_left[1]);
   }
-  const small = await engine.analyze(image, { inputSize: 160 });
-  assert.ok(small.faces.length <= 3);
+  // The input size reaches the network: at a 64-px long side these ~90-px faces are too small to find.
+  assert.equal((await engine.analyze(image, { inputSize: 64 })).faces.length, 0);
   const head = await engine.analyze(image, { mask: { source: "head" } });
   const classifier = await engine.analyze(image, { mask: true });
   assert.deepEqual(head.models, ["maskwatch-detector"]);
