@@ -6,6 +6,8 @@
  *   npm run bench -- [--detectors mtcnn,blazeface] [--runs 40] [--json out.json] [--compare old.json]
  *                    [--http [--http-seconds 10]]   (autocannon against the server on loopback)
  *                    [--stream [--stream-repeats 5]]  (one live source through the monitor, one ORT thread)
+ *   npm run bench -- --classify [--classify-photos 40] [--classify-repeats 3] [--classify-detector maskwatch|none]
+ *                    (only the mask classifier: ms per face for crop, network and both, batches 1/8/32)
  */
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -15,6 +17,7 @@ import sharp from "sharp";
 import { verify } from "../src/models/store.ts";
 import { DETECTORS, Engine } from "../src/vision/engine.ts";
 import { decodeImage } from "../src/vision/image.ts";
+import { BATCH_SIZES, benchClassify, formatClassify } from "./classify.ts";
 import { benchHttp } from "./http.ts";
 import { benchStream, formatStream, type StreamBench } from "./stream.ts";
 
@@ -29,8 +32,22 @@ const { values: args } = parseArgs({
     "http-seconds": { type: "string", default: "10" },
     stream: { type: "boolean", default: false },
     "stream-repeats": { type: "string", default: "5" },
+    classify: { type: "boolean", default: false },
+    "classify-photos": { type: "string", default: "40" },
+    "classify-repeats": { type: "string", default: "3" },
+    "classify-detector": { type: "string", default: "maskwatch" },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+
+const USAGE = `usage: npm run bench -- [--detectors mtcnn,blazeface] [--runs 40] [--image file.jpg] [--json out.json] [--compare old.json]
+                      [--http [--http-seconds 10]] [--stream [--stream-repeats 5]]
+       npm run bench -- --classify [--classify-photos 40] [--classify-repeats 3] [--classify-detector maskwatch|none] [--json out.json]
+
+Detectors: per-stage median/p90 ms on a 640x480 and a 1920x1080 JPEG, then the mask classifier on the
+640x480 photo's faces. --classify: only the mask classifier, on Kaggle test photos (MASKWATCH_DATA or
+MASKWATCH_SHARED/datasets): median ms per face for the crop, the network and both, at batch sizes
+${BATCH_SIZES.join("/")}, for ground-truth boxes and for detected faces (eye landmarks: rotated crops).`;
 
 const SHARED = resolve(process.env.MASKWATCH_SHARED ?? join(import.meta.dirname, "../../shared"));
 // A street photo with three frontal faces, scaled to each benchmark size.
@@ -49,6 +66,26 @@ interface Row {
 }
 
 async function main(): Promise<void> {
+  if (args.help) {
+    console.log(USAGE);
+    return;
+  }
+  if (args.classify) {
+    const engine = new Engine();
+    const detector = args["classify-detector"] === "none" ? null : args["classify-detector"];
+    const result = await benchClassify(engine, {
+      photos: Number(args["classify-photos"]),
+      repeats: Number(args["classify-repeats"]),
+      detector,
+    });
+    await engine.close();
+    console.log(formatClassify(result));
+    if (args.json) {
+      const report = { date: new Date().toISOString(), node: process.version, classifyFaces: result };
+      await writeFile(args.json, `${JSON.stringify(report, null, 2)}\n`);
+    }
+    return;
+  }
   let photo: Buffer;
   try {
     photo = await readFile(SOURCE);
