@@ -28,6 +28,7 @@ import {
 import { appliedMigrations, migrate, migrations, statementFor } from "../src/store/migrations.ts";
 import { deleteSetting, getSetting, listSettings, setSetting } from "../src/store/settings.ts";
 import {
+  countOwnedSources,
   createSource,
   deleteSource,
   getSource,
@@ -179,6 +180,7 @@ test("the migrations in order; migration 2 has a statement per engine for events
       [3, "sessions"],
       [4, "jobs"],
       [5, "snapshots"],
+      [6, "source_owner"],
     ],
   );
   const perEngine = migrations[1]!.up.filter((s) => typeof s !== "string");
@@ -261,6 +263,7 @@ for (const engine of engines) {
           url: "rtsp://cam/1",
           options: {},
           enabled: true,
+          owner: null,
           createdAt: 1000,
           updatedAt: 1000,
         });
@@ -281,6 +284,17 @@ for (const engine of engines) {
         );
         assert.equal(typeof (await getSource(db, a.id))!.createdAt, "number");
         assert.equal((await getSource(db, "door-2"))!.enabled, false);
+        const owned = await createSource(db, {
+          id: "cam-u7",
+          name: "Mine",
+          kind: "browser",
+          owner: "user:7",
+        });
+        assert.equal((await getSource(db, "cam-u7"))!.owner, "user:7");
+        assert.equal(await countOwnedSources(db, "user:7", "browser"), 1);
+        assert.equal(await countOwnedSources(db, "user:8", "browser"), 0);
+        assert.equal(await countOwnedSources(db, "user:7", "stream"), 0);
+        assert.equal(await deleteSource(db, owned.id), true);
 
         await assert.rejects(
           createSource(db, { id: "door-2", name: "Dup", kind: "file" }),
@@ -342,6 +356,7 @@ for (const engine of engines) {
           kind: "browser",
           options: { a: 1 },
           enabled: false,
+          owner: "user:7",
           now: 100,
         });
         assert.deepEqual(created, {
@@ -351,6 +366,7 @@ for (const engine of engines) {
           url: null,
           options: { a: 1 },
           enabled: false,
+          owner: "user:7",
           createdAt: 100,
           updatedAt: 100,
         });
@@ -368,6 +384,7 @@ for (const engine of engines) {
           url: "http://x/y.m3u8",
           options: {},
           enabled: false,
+          owner: "user:7",
           createdAt: 100,
           updatedAt: 200,
         });

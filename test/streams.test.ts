@@ -767,6 +767,7 @@ describe("source specs", () => {
         url: "rtsp://cam/1",
         options: { fps: 5 },
         enabled: false,
+        owner: null,
         createdAt: 0,
         updatedAt: 0,
       };

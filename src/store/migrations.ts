@@ -150,6 +150,15 @@ export const migrations: readonly Migration[] = [
       },
     ],
   },
+  {
+    id: 6,
+    name: "source_owner",
+    up: [
+      // Who added a browser source (`user:<id>` or an API key's id): only they may send its frames.
+      "ALTER TABLE sources ADD COLUMN owner TEXT",
+      "CREATE INDEX sources_owner ON sources (owner, kind)",
+    ],
+  },
 ];
 
 /** Migration 4's jobs table; the engines differ only in the type of the input bytes. */

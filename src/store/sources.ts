@@ -53,6 +53,8 @@ export interface SourceRecord {
   url: string | null;
   options: Record<string, unknown>;
   enabled: boolean;
+  /** Who added it (`user:<id>`, an API key's id), for browser sources; null when not recorded. */
+  owner: string | null;
   /** Epoch milliseconds. */
   createdAt: number;
   updatedAt: number;
@@ -68,6 +70,7 @@ export interface NewSource {
   options?: Record<string, unknown>;
   /** Default true. */
   enabled?: boolean;
+  owner?: string | null;
   now?: number;
 }
 
@@ -91,11 +94,12 @@ interface Row {
   url: string | null;
   options: string;
   enabled: number | boolean;
+  owner: string | null;
   created_at: number;
   updated_at: number;
 }
 
-const COLUMNS = "id, name, kind, url, options, enabled, created_at, updated_at";
+const COLUMNS = "id, name, kind, url, options, enabled, owner, created_at, updated_at";
 
 function toRecord(r: Row): SourceRecord {
   let options: Record<string, unknown> = {};
@@ -112,6 +116,7 @@ function toRecord(r: Row): SourceRecord {
     url: r.url,
     options,
     enabled: Number(r.enabled) !== 0,
+    owner: r.owner ?? null,
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
@@ -203,19 +208,21 @@ export async function createSource(db: Database, input: NewSource): Promise<Sour
     url: checkUrl(input.url),
     options: {},
     enabled: checkEnabled(input.enabled),
+    owner: input.owner ?? null,
     createdAt: now,
     updatedAt: now,
   };
   const options = checkOptions(input.options);
   record.options = JSON.parse(options) as Record<string, unknown>;
   try {
-    await db.run(`INSERT INTO sources (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, [
+    await db.run(`INSERT INTO sources (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
       record.id,
       record.name,
       record.kind,
       record.url,
       options,
       record.enabled,
+      record.owner,
       now,
       now,
     ]);
@@ -275,6 +282,15 @@ export async function updateSource(db: Database, id: string, patch: SourcePatch)
   });
 }
 
+/** How many sources of `kind` `owner` has added. */
+export async function countOwnedSources(db: Database, owner: string, kind: SourceKind): Promise<number> {
+  const rows = await db.query<{ n: number | string }>(
+    "SELECT COUNT(*) AS n FROM sources WHERE owner = ? AND kind = ?",
+    [owner, kind],
+  );
+  return Number(rows[0]?.n ?? 0);
+}
+
 /** Delete a source (its events stay); whether it existed. */
 export async function deleteSource(db: Database, id: string): Promise<boolean> {
   const { changes } = await db.run("DELETE FROM sources WHERE id = ?", [id]);
@@ -296,10 +312,10 @@ export async function upsertSource(db: Database, input: UpsertSource): Promise<S
   const setEnabled = input.enabled === undefined ? "" : ", enabled = excluded.enabled";
   return db.transaction(async (tx) => {
     await tx.run(
-      `INSERT INTO sources (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO sources (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, url = excluded.url,
          options = excluded.options, updated_at = excluded.updated_at${setEnabled}`,
-      [id, name, kind, url, options, enabled, now, now],
+      [id, name, kind, url, options, enabled, input.owner ?? null, now, now],
     );
     const after = await getSource(tx, id);
     if (!after) throw new Error(`source ${id} vanished during upsert`);

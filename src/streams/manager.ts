@@ -281,10 +281,11 @@ export class StreamManager {
     return this.view(await this.record(id));
   }
 
-  async create(input: SourceInput): Promise<SourceView> {
+  /** Adds a source, stopped; `owner` is recorded (browser sources: only the owner may send frames). */
+  async create(input: SourceInput, owner: string | null = null): Promise<SourceView> {
     const spec = validateSource(input);
     await checkSourceTarget(spec.kind, spec.url, this.options.policy ?? { allow: [] });
-    const record = await createSource(this.options.db, { id: input.id, ...spec, enabled: false });
+    const record = await createSource(this.options.db, { id: input.id, ...spec, enabled: false, owner });
     return this.view(record);
   }
 

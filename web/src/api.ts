@@ -64,6 +64,10 @@ export interface Source {
   url: string | null;
   options: { fps?: number; width?: number; loop?: boolean; realtime?: boolean };
   enabled: boolean;
+  /** Who added it (`user:<id>` or an API key's id). */
+  owner: string | null;
+  /** Whether the signed-in user added it (their browser camera). */
+  mine: boolean;
   created_at: string | null;
   updated_at: string | null;
   status: SourceStatus;

@@ -1,9 +1,10 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { countOwnedSources } from "../../store/sources.ts";
 import type { SourceInput, SourceView } from "../../streams/manager.ts";
 import { decodeImage } from "../../vision/image.ts";
 import { requireScope } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
-import { toHttpError } from "../errors.ts";
+import { HttpError, toHttpError } from "../errors.ts";
 import { sendMjpeg } from "../mjpeg.ts";
 
 const sourceBody = {
@@ -36,15 +37,28 @@ type IdParams = { Params: { id: string } };
  */
 export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
   const { streams } = ctx;
-  const admin = (request: Parameters<typeof requireScope>[0]) =>
-    requireScope(request, "admin", ctx.config.auth);
+  const admin = (request: FastifyRequest) => requireScope(request, "admin", ctx.config.auth);
+  /** Who is calling, as recorded in a source's owner (`user:<id>` or a key's id); null without sign-in. */
+  const principal = (request: FastifyRequest) => (ctx.config.auth ? (request.apiKey?.id ?? null) : null);
+  const isAdmin = (request: FastifyRequest) =>
+    !ctx.config.auth || Boolean(request.apiKey?.scopes.includes("admin"));
+  /** Admins manage every source; whoever added a browser source may also start, stop and remove it. */
+  const manage = async (request: FastifyRequest, id: string) => {
+    if (isAdmin(request)) return;
+    requireScope(request, "detect", ctx.config.auth);
+    const view = await streams.get(id);
+    if (view.kind !== "browser" || view.owner === null || view.owner !== principal(request)) admin(request);
+  };
+  /** Browser sockets open per source on this replica: the source stops when its last one closes. */
+  const cameras = new Map<string, number>();
 
   app.get(
     "/api/v1/sources",
     { schema: { summary: "Sources with their status", tags: ["sources"] } },
     async (request) => {
       requireScope(request, "events:read", ctx.config.auth);
-      return { sources: (await streams.list()).map(present) };
+      const me = principal(request);
+      return { sources: (await streams.list()).map((v) => present(v, me)) };
     },
   );
 
@@ -58,11 +72,21 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
       },
     },
     async (request, reply) => {
-      // Anyone who may detect may add their own browser camera; cameras, streams and files are admins'.
-      if (request.body.kind === "browser") requireScope(request, "detect", ctx.config.auth);
-      else admin(request);
+      // Anyone who may detect may add their own browser cameras (up to a cap); the rest is admins'.
+      const me = principal(request);
+      if (request.body.kind === "browser") {
+        requireScope(request, "detect", ctx.config.auth);
+        const cap = ctx.config.browserSourcesPerOwner;
+        if (me !== null && (await countOwnedSources(ctx.db, me, "browser")) >= cap) {
+          throw new HttpError(
+            409,
+            "too_many_sources",
+            `you already have ${cap} browser sources (MASKWATCH_BROWSER_SOURCES); remove one first`,
+          );
+        }
+      } else admin(request);
       reply.status(201);
-      return present(await streams.create(request.body));
+      return present(await streams.create(request.body, me), me);
     },
   );
 
@@ -71,7 +95,7 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
     { schema: { summary: "One source", tags: ["sources"] } },
     async (request) => {
       requireScope(request, "events:read", ctx.config.auth);
-      return present(await streams.get(request.params.id));
+      return present(await streams.get(request.params.id), principal(request));
     },
   );
 
@@ -81,7 +105,7 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
     async (request) => {
       admin(request);
       const { id, ...patch } = request.body;
-      return present(await streams.update(request.params.id, patch));
+      return present(await streams.update(request.params.id, patch), principal(request));
     },
   );
 
@@ -89,7 +113,7 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
     "/api/v1/sources/:id",
     { schema: { summary: "Stop and remove a source (its events are kept)", tags: ["sources"] } },
     async (request) => {
-      admin(request);
+      await manage(request, request.params.id);
       await streams.remove(request.params.id);
       return { status: "ok" };
     },
@@ -99,8 +123,8 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
     "/api/v1/sources/:id/start",
     { schema: { summary: "Start a source", tags: ["sources"] } },
     async (request) => {
-      admin(request);
-      return present(await streams.start(request.params.id));
+      await manage(request, request.params.id);
+      return present(await streams.start(request.params.id), principal(request));
     },
   );
 
@@ -108,8 +132,8 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
     "/api/v1/sources/:id/stop",
     { schema: { summary: "Stop a source", tags: ["sources"] } },
     async (request) => {
-      admin(request);
-      return present(await streams.stop(request.params.id));
+      await manage(request, request.params.id);
+      return present(await streams.stop(request.params.id), principal(request));
     },
   );
 
@@ -150,6 +174,13 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
           socket.close(1008, "not a browser source");
           return;
         }
+        // A browser source is its owner's camera: nobody else may put frames in it.
+        if (
+          ctx.config.auth &&
+          (view.owner === null ? !isAdmin(request) : view.owner !== principal(request))
+        ) {
+          throw new HttpError(403, "forbidden", `source ${view.id} is another user's browser camera`);
+        }
         if (!view.status.state || view.status.state === "stopped") await streams.start(view.id);
         monitor = await streams.monitorOf(view.id);
       } catch (err) {
@@ -158,6 +189,14 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         socket.close(1008, http.code);
         return;
       }
+      const id = request.params.id;
+      cameras.set(id, (cameras.get(id) ?? 0) + 1);
+      socket.on("close", () => {
+        const left = (cameras.get(id) ?? 1) - 1;
+        if (left > 0) return void cameras.set(id, left);
+        cameras.delete(id);
+        streams.stop(id).catch((err) => request.log.warn({ err, source: id }, "browser source did not stop"));
+      });
       let seq = 0;
       socket.on("message", async (data: Buffer, isBinary: boolean) => {
         if (!isBinary)
@@ -183,8 +222,8 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
   );
 }
 
-/** The API's view of a source: snake_case, times as ISO strings. */
-function present(v: SourceView) {
+/** The API's view of a source: snake_case, times as ISO strings; `mine` when the caller added it. */
+function present(v: SourceView, caller: string | null) {
   const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
   return {
     id: v.id,
@@ -193,6 +232,8 @@ function present(v: SourceView) {
     url: v.url,
     options: v.options,
     enabled: v.enabled,
+    owner: v.owner,
+    mine: v.owner === caller,
     created_at: iso(v.createdAt),
     updated_at: iso(v.updatedAt),
     status: {

@@ -65,7 +65,7 @@ export function LivePage() {
 /** The id of this user's browser source: the existing one, or a new one. */
 async function browserSourceId(name: string): Promise<string> {
   const { sources } = await api<{ sources: Source[] }>("/api/v1/sources");
-  const found = sources.find((s) => s.kind === "browser" && s.name === name);
+  const found = sources.find((s) => s.kind === "browser" && s.mine && s.name === name);
   if (found) return found.id;
   const created = await api<Source>("/api/v1/sources", { body: { name, kind: "browser" } });
   return created.id;
