@@ -67,6 +67,7 @@ before(async () => {
     MASKWATCH_RATE_LIMIT: String(RATE_LIMIT),
     MASKWATCH_TRUST_PROXY: "on",
     MASKWATCH_DATA_DIR: join(dir, name),
+    MASKWATCH_SOURCE_FILE_ROOT: dir,
   });
   // One after the other: the first runs the migrations.
   apps.push(await startApp("a", appEnv("a")));
@@ -184,6 +185,23 @@ test("the rate limit is one limit across the replicas", async (t) => {
   );
   assert.deepEqual(codes.slice(RATE_LIMIT), Array(10).fill(429));
   assert.equal((await api(nginx!.url, "/api/v1/models", {}, made.key)).status, 429, "through nginx too");
+});
+
+test("wrong API keys are counted across the replicas: a guesser cannot spread tries over them", async (t) => {
+  if (skip) return t.skip(unlessCI(skip));
+  // A made-up client address (trusted proxy header), so only it is blocked, not the tests' loopback.
+  const from = { "x-forwarded-for": "203.0.113.77" };
+  const codes: number[] = [];
+  for (let i = 0; i < 24; i++) {
+    codes.push(
+      (await api(apps[i % 2].url, "/api/v1/models", { headers: from }, `wrong-${i}-0123456789`)).status,
+    );
+  }
+  assert.deepEqual(codes.slice(0, 20), Array(20).fill(401), "the limit is 20 a minute (the default)");
+  assert.deepEqual(codes.slice(20), Array(4).fill(429), "each replica alone has seen only 10 or 12");
+  const blocked = await api(apps[1].url, "/api/v1/models", { headers: from });
+  assert.equal(blocked.status, 429, "a blocked address waits, even with a good key");
+  assert.equal((await api(apps[1].url, "/api/v1/models")).status, 200, "other addresses are not blocked");
 });
 
 test("MJPEG from either replica and a browser camera's WebSocket pass through nginx", async (t) => {

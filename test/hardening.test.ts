@@ -4,12 +4,13 @@
  * as written (no client fixes them up).
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
+import WebSocket from "ws";
 import { startTestServer, type TestServer } from "./support/server.ts";
 
 let server: TestServer | undefined;
@@ -134,6 +135,7 @@ describe("access: scopes, state-changing GETs, wrong keys, secrets in logs, metr
       MASKWATCH_API_KEY: ADMIN,
       MASKWATCH_WORKERS: "1",
       MASKWATCH_AUTH_FAILURE_LIMIT: "5",
+      MASKWATCH_BROWSER_SOURCES: "2",
       MASKWATCH_METRICS_AUTH: "on",
       MASKWATCH_LOG_FILE: logFile,
       LOG_LEVEL: "info",
@@ -184,6 +186,27 @@ describe("access: scopes, state-changing GETs, wrong keys, secrets in logs, metr
     assert.equal((await post(reader)).status, 403);
   });
 
+  test("file sources only under the data folder's media/ by default", async () => {
+    const media = join(secured!.dataDir, "media");
+    await mkdir(media, { recursive: true });
+    const inside = join(media, "clip.mkv");
+    await writeFile(inside, "not really a video; only the path is checked here");
+    const add = (url: string) =>
+      call("/api/v1/sources", ADMIN, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ kind: "file", url }),
+      });
+    const outside = await add("/etc/hostname");
+    assert.equal(outside.status, 400, outside.text);
+    assert.match(JSON.parse(outside.text).message, /MASKWATCH_SOURCE_FILE_ROOT/);
+    const sneaky = await add(join(media, "..", "maskwatch.db"));
+    assert.equal(sneaky.status, 400, sneaky.text);
+    const ok = await add(inside);
+    assert.equal(ok.status, 201, ok.text);
+    await call(`/api/v1/sources/${JSON.parse(ok.text).id}`, ADMIN, { method: "DELETE" });
+  });
+
   test("a source pointing at a link-local / metadata address is a 400 through the API", async () => {
     for (const url of [
       "http://169.254.169.254/latest/meta-data/",
@@ -228,6 +251,68 @@ describe("access: scopes, state-changing GETs, wrong keys, secrets in logs, metr
     assert.equal(m.status, 200);
     assert.match(m.text, /maskwatch_/);
   });
+  /** Opens the frames socket of a source; resolves with the first message and how the socket closed. */
+  const openCamera = (id: string, key: string) =>
+    new Promise<{ ws: WebSocket; first: Record<string, unknown> | null; closed: Promise<number> }>(
+      (resolve, reject) => {
+        const ws = new WebSocket(`${secured!.url.replace("http", "ws")}/api/v1/sources/${id}/frames`, {
+          headers: { "x-api-key": key },
+        });
+        const closed = new Promise<number>((done) => ws.once("close", (code) => done(code)));
+        ws.once("error", reject);
+        ws.once("message", (m) => resolve({ ws, first: JSON.parse(String(m)), closed }));
+        ws.once("open", () => setTimeout(() => resolve({ ws, first: null, closed }), 500));
+      },
+    );
+
+  test("a browser source is its owner's: others cannot feed, stop or remove it; a cap per owner; it stops when its socket closes", async () => {
+    const alice = await createKey(["detect", "events:read"]);
+    const bob = await createKey(["detect", "events:read"]);
+    const json = { "content-type": "application/json" };
+    const add = (key: string, name: string) =>
+      call("/api/v1/sources", key, {
+        method: "POST",
+        headers: json,
+        body: JSON.stringify({ name, kind: "browser" }),
+      });
+    const made = await add(alice, "alice cam");
+    assert.equal(made.status, 201, made.text);
+    const cam = JSON.parse(made.text);
+    assert.equal(cam.mine, true);
+    const seenByBob = JSON.parse((await call(`/api/v1/sources/${cam.id}`, bob)).text);
+    assert.equal(seenByBob.mine, false);
+
+    const intruder = await openCamera(cam.id, bob);
+    assert.equal(intruder.first?.code, "forbidden", JSON.stringify(intruder.first));
+    assert.equal(await intruder.closed, 1008);
+    for (const action of ["stop", "start"]) {
+      const r = await call(`/api/v1/sources/${cam.id}/${action}`, bob, { method: "POST" });
+      assert.equal(r.status, 403, `${action} by another user: ${r.text}`);
+    }
+    assert.equal((await call(`/api/v1/sources/${cam.id}`, bob, { method: "DELETE" })).status, 403);
+
+    const owner = await openCamera(cam.id, alice);
+    assert.equal(owner.first, null, `the owner's socket stays open: ${JSON.stringify(owner.first)}`);
+    const state = async () => JSON.parse((await call(`/api/v1/sources/${cam.id}`, alice)).text).status.state;
+    assert.notEqual(await state(), "stopped");
+    owner.ws.close();
+    await owner.closed;
+    let last = await state();
+    for (let i = 0; i < 50 && last !== "stopped"; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      last = await state();
+    }
+    assert.equal(last, "stopped", "the source stops when its camera's socket closes");
+
+    assert.equal((await add(alice, "alice cam 2")).status, 201);
+    const third = await add(alice, "alice cam 3");
+    assert.equal(third.status, 409, third.text);
+    assert.equal(JSON.parse(third.text).code, "too_many_sources");
+    assert.equal((await add(bob, "bob cam")).status, 201, "the cap is per owner");
+    assert.equal((await call(`/api/v1/sources/${cam.id}`, alice, { method: "DELETE" })).status, 200);
+    assert.equal((await add(alice, "alice cam 3")).status, 201, "removing one makes room");
+  });
+
   test("wrong API keys from one address are limited: 429 with Retry-After, whatever key it sends next", async () => {
     for (let i = 0; i < 5; i++)
       assert.equal((await call("/api/v1/models", `wrong-key-${i}-0123456789`)).status, 401);

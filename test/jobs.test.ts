@@ -419,6 +419,23 @@ describe("one server, in-process queue (SQLite)", () => {
       "invalid_parameters",
     );
 
+    // A subfolder the server cannot read is a 400 naming it, not a 500. Permissions do not stop root
+    // (CI runs as root), so the subfolder is one whose path is longer than the system allows.
+    const deep = join(dir, "root/deep");
+    await mkdir(deep);
+    const level = "d".repeat(250);
+    spawnSync("bash", [
+      "-c",
+      `cd "$1" && for i in $(seq 18); do mkdir ${level} && cd ${level}; done`,
+      "_",
+      deep,
+    ]);
+    const unreadable = await folder(deep);
+    spawnSync("rm", ["-rf", deep]);
+    assert.equal(unreadable.status, 400, JSON.stringify(unreadable.body));
+    assert.equal(unreadable.body.code, "unreadable_folder");
+    assert.match(unreadable.body.message, /ENAMETOOLONG/);
+
     const ok = await folder(join(dir, "root/photos"), undefined, { min_face_size: 20 });
     assert.equal(ok.status, 202, JSON.stringify(ok.body));
     const { job } = await waitDone(base, ok.body.id);

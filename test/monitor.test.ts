@@ -38,6 +38,7 @@ before(async () => {
       MASKWATCH_API_KEY: KEY,
       MASKWATCH_WORKERS: "1",
       MASKWATCH_SOURCE: video,
+      MASKWATCH_SOURCE_FILE_ROOT: dataDir,
       LOG_LEVEL: "warn",
     }),
   );

@@ -33,6 +33,11 @@ test("configuration: defaults, every bad variable named, secrets hidden", () => 
   const c = loadConfig({});
   assert.equal(c.port, 8080);
   assert.equal(c.auth, true);
+  assert.equal(
+    c.sourcePolicy.fileRoot,
+    join(c.dataDir, "media"),
+    "file sources under the data folder by default",
+  );
   assert.throws(
     () =>
       loadConfig({
@@ -44,6 +49,7 @@ test("configuration: defaults, every bad variable named, secrets hidden", () => 
         MASKWATCH_DETECTOR: "toString",
         MASKWATCH_INPUT_SIZE: "5",
         MASKWATCH_REQUEST_TIMEOUT_MS: "0",
+        MASKWATCH_BROWSER_SOURCES: "0",
       }),
     (e: unknown) => {
       assert.ok(e instanceof ConfigError);
@@ -56,6 +62,7 @@ test("configuration: defaults, every bad variable named, secrets hidden", () => 
         "MASKWATCH_DETECTOR",
         "MASKWATCH_INPUT_SIZE",
         "MASKWATCH_REQUEST_TIMEOUT_MS",
+        "MASKWATCH_BROWSER_SOURCES",
       ]) {
         assert.ok(
           e.problems.some((p) => p.startsWith(name)),

@@ -193,7 +193,13 @@ export async function packFolder(
     );
   const files: string[] = [];
   const walk = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true });
+    const entries = await readdir(dir, { withFileTypes: true }).catch((e: NodeJS.ErrnoException) => {
+      throw new JobInputError(
+        400,
+        "unreadable_folder",
+        `cannot read the folder ${dir} (${e.code ?? e.message})`,
+      );
+    });
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const e of entries) {
       if (e.name.startsWith(".") || e.name === "__MACOSX") continue;
@@ -217,7 +223,9 @@ export async function packFolder(
   const zipped: Record<string, [Uint8Array, { level: 0 }]> = {};
   let total = 0;
   for (const file of files) {
-    const bytes = await readFile(file);
+    const bytes = await readFile(file).catch((e: NodeJS.ErrnoException) => {
+      throw new JobInputError(400, "unreadable_file", `cannot read ${file} (${e.code ?? e.message})`);
+    });
     total += bytes.length;
     if (total > limits.maxBytes)
       throw new JobInputError(

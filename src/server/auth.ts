@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { verifyKey } from "../store/api-keys.ts";
 import { findSession } from "../store/sessions.ts";
 import type { UserRole } from "../store/users.ts";
+import { type FailureCounter, MemoryFailureCounter, RedisFailureCounter } from "./auth-failures.ts";
 import type { ServerContext } from "./context.ts";
 import { HttpError } from "./errors.ts";
 
@@ -34,7 +35,10 @@ declare module "fastify" {
 export function registerAuth(app: FastifyInstance, ctx: ServerContext): void {
   const bootstrap = ctx.config.apiKey ? Buffer.from(ctx.config.apiKey) : undefined;
   const ttlMs = ctx.config.session.ttlHours * 3_600_000;
-  const failures = new FailureCounter(ctx.config.authFailureLimit, FAILURE_WINDOW_MS);
+  const limit = ctx.config.authFailureLimit;
+  const failures: FailureCounter = ctx.cluster
+    ? new RedisFailureCounter(ctx.cluster.redis, limit, FAILURE_WINDOW_MS)
+    : new MemoryFailureCounter(limit, FAILURE_WINDOW_MS);
   app.addHook("onRequest", async (request) => {
     const path = request.url.split("?")[0];
     if (!ctx.config.auth || request.routeOptions.config?.public || request.is404) return;
@@ -47,7 +51,7 @@ export function registerAuth(app: FastifyInstance, ctx: ServerContext): void {
     const key =
       (Array.isArray(header) ? header[0] : header) ?? (typeof query === "string" ? query : undefined);
     if (key) {
-      const wait = failures.blockedFor(request.ip);
+      const wait = await failures.blockedFor(request.ip);
       if (wait > 0) {
         throw new HttpError(
           429,
@@ -66,7 +70,7 @@ export function registerAuth(app: FastifyInstance, ctx: ServerContext): void {
       }
       const found = await verifyKey(ctx.db, key);
       if (!found) {
-        failures.add(request.ip);
+        await failures.add(request.ip);
         throw new HttpError(401, "invalid_api_key", "the API key is not valid or has been revoked");
       }
       request.apiKey = { id: found.id, name: found.name, scopes: found.scopes };
@@ -91,38 +95,6 @@ export function registerAuth(app: FastifyInstance, ctx: ServerContext): void {
       scopes: ROLE_SCOPES[active.user.role],
     };
   });
-}
-
-/** Wrong keys per address in a sliding window (per process: each replica counts its own). */
-class FailureCounter {
-  private readonly times = new Map<string, number[]>();
-
-  constructor(
-    private readonly limit: number,
-    private readonly windowMs: number,
-  ) {}
-
-  add(address: string): void {
-    const now = Date.now();
-    const list = this.recent(address, now);
-    list.push(now);
-    this.times.set(address, list);
-    if (this.times.size > 10_000) {
-      for (const [a, t] of this.times) if (t[t.length - 1] < now - this.windowMs) this.times.delete(a);
-    }
-  }
-
-  /** Milliseconds until the address may try again; 0 when it may now. */
-  blockedFor(address: string): number {
-    const now = Date.now();
-    const list = this.recent(address, now);
-    if (list.length === 0) this.times.delete(address);
-    return list.length >= this.limit ? list[list.length - this.limit] + this.windowMs - now : 0;
-  }
-
-  private recent(address: string, now: number): number[] {
-    return (this.times.get(address) ?? []).filter((t) => t > now - this.windowMs);
-  }
 }
 
 /** A cookie request whose Origin is another site (cross-site WebSocket hijacking, forged forms). */

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { isAbsolute, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { config as loadDotenv } from "dotenv";
 import { parseAllowList } from "../streams/source-policy.ts";
@@ -47,7 +47,9 @@ export interface Config {
   /** Long side the maskwatch detector works at (MASKWATCH_INPUT_SIZE), handed to the inference workers. */
   inputSize: number;
   /** Where API-added sources may point (MASKWATCH_SOURCE_ALLOW, MASKWATCH_SOURCE_FILE_ROOT). */
-  sourcePolicy: { allow: string[]; fileRoot: string | undefined };
+  sourcePolicy: { allow: string[]; fileRoot: string };
+  /** Browser sources one user or key may add (MASKWATCH_BROWSER_SOURCES). */
+  browserSourcesPerOwner: number;
   /** MASKWATCH_SOURCE: the default source the old app's endpoints drive. */
   source: string | undefined;
   /** Live monitoring (MASKWATCH_STREAM_*, MASKWATCH_SMOOTHING, …). */
@@ -168,10 +170,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     }
   }
 
+  const dataDir = resolve(env.MASKWATCH_DATA_DIR || "data");
   const config: Config = {
     port: int("PORT", 8080, 0, 65535),
     host: env.HOST || "0.0.0.0",
-    dataDir: resolve(env.MASKWATCH_DATA_DIR || "data"),
+    dataDir,
     databaseUrl: url("DATABASE_URL", ["postgres", "postgresql"]),
     redisUrl: url("REDIS_URL", ["redis", "rediss"]),
     apiKey,
@@ -203,8 +206,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     source: env.MASKWATCH_SOURCE || undefined,
     sourcePolicy: {
       allow: parseAllowList(env.MASKWATCH_SOURCE_ALLOW),
-      fileRoot: env.MASKWATCH_SOURCE_FILE_ROOT ? resolve(env.MASKWATCH_SOURCE_FILE_ROOT) : undefined,
+      fileRoot: resolve(env.MASKWATCH_SOURCE_FILE_ROOT || join(dataDir, "media")),
     },
+    browserSourcesPerOwner: int("MASKWATCH_BROWSER_SOURCES", 4, 1, 10_000),
     stream: {
       detector: detector("MASKWATCH_STREAM_DETECTOR"),
       fps,

@@ -6,7 +6,7 @@
 import { lookup as dnsLookup } from "node:dns/promises";
 import { realpath } from "node:fs/promises";
 import { BlockList, isIP } from "node:net";
-import { sep } from "node:path";
+import { isAbsolute, relative, sep } from "node:path";
 
 /** A source pointing where the policy does not allow (answered 400, like other invalid sources). */
 export class SourcePolicyError extends Error {
@@ -74,7 +74,8 @@ export async function checkSourceTarget(
   if (kind === "file" && policy.fileRoot) {
     const root = await realpath(policy.fileRoot).catch(() => policy.fileRoot as string);
     const real = await realpath(url).catch(() => null);
-    if (!real || (real !== root && !real.startsWith(root + sep)))
+    const rel = real === null ? null : relative(root, real);
+    if (rel === null || rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel))
       throw refuse(`file sources must be inside ${policy.fileRoot} (MASKWATCH_SOURCE_FILE_ROOT)`);
     return;
   }
