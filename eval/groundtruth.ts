@@ -55,13 +55,47 @@ const LABEL_ALIASES: Record<string, string> = {
   face_no_mask: "no_mask",
   face_without_mask: "no_mask",
   mask_weared_incorrect: "incorrect",
+  with_incorrect_mask: "incorrect",
+  with_mask_incorrect: "incorrect",
   mask_worn_incorrect: "incorrect",
   mask_worn_incorrectly: "incorrect",
+  mask_incorrectly_worn: "incorrect",
+  incorrectly_worn_mask: "incorrect",
+  mask_worn_improperly: "incorrect",
+  improperly_worn_mask: "incorrect",
   mask_incorrect: "incorrect",
   incorrect_mask: "incorrect",
   incorrect: "incorrect",
   face: "face",
 };
+
+/** The classes a mask classifier tells apart (ground-truth labels after `normaliseLabel`). */
+export const MASK_LABELS = ["mask", "no_mask", "incorrect"] as const;
+
+/** Labels that are neither a mask class nor "face" (a face of unknown mask status). */
+export function isKnownLabel(label: string): boolean {
+  return label === "face" || (MASK_LABELS as readonly string[]).includes(label);
+}
+
+/**
+ * Something in a dataset that could not be used, reported instead of stopping the run: an
+ * annotation that is not well-formed, one that names an image that is not there, an object
+ * without a usable box, an image that does not decode.
+ */
+export interface GtProblem {
+  /** The annotation or image file. */
+  file: string;
+  problem: string;
+}
+
+/**
+ * Where loaders put problems. With a sink the unusable item is left out and listed; without one
+ * the loader throws on the first problem (never a silent skip).
+ */
+function report(sink: GtProblem[] | undefined, file: string, problem: string): void {
+  if (!sink) throw new Error(`${file}: ${problem}`);
+  sink.push({ file, problem });
+}
 
 /** Kaggle / common spellings → mask / no_mask / incorrect (or "face"); unknown names lower-cased. */
 export function normaliseLabel(raw: string): string {
@@ -100,6 +134,36 @@ function stripXmlNoise(xml: string): string {
     .replace(/<!--[\s\S]*?-->/g, "")
     .replace(/<\?[\s\S]*?\?>/g, "")
     .replace(/<!DOCTYPE[^>]*>/gi, "");
+}
+
+/**
+ * Why `xml` is not well-formed enough to trust (unbalanced or unclosed tags, no root), or
+ * undefined. A light check, not a validating parser: the loaders' regex reading would otherwise
+ * turn a truncated file into an image with fewer faces, silently.
+ */
+export function xmlProblem(xml: string): string | undefined {
+  const clean = stripXmlNoise(xml).replace(/<!\[CDATA\[[\s\S]*?\]\]>/g, "");
+  const stack: string[] = [];
+  let roots = 0;
+  for (const m of clean.matchAll(/<(\/?)([A-Za-z_][\w:.-]*)((?:[^>"']|"[^"]*"|'[^']*')*?)(\/?)>/g)) {
+    const [, close, name, , selfClose] = m;
+    if (close) {
+      const open = stack.pop();
+      if (open !== name) {
+        return open === undefined
+          ? `closing tag </${name}> with no open element`
+          : `<${open}> closed by </${name}>`;
+      }
+    } else if (!selfClose) {
+      if (stack.length === 0) roots++;
+      stack.push(name);
+    } else if (stack.length === 0) roots++;
+  }
+  if (stack.length > 0) return `<${stack[stack.length - 1]}> is never closed (truncated file?)`;
+  if (roots === 0) return "no XML element";
+  if (roots > 1) return "more than one root element";
+  if (clean.replace(/<[^>]*>/g, "").includes("<")) return "a stray < outside any tag";
+  return undefined;
 }
 
 /** Attributes of a start tag's attribute text: `a='1' b="2"`. */
@@ -145,23 +209,32 @@ export interface VocAnnotation {
   width?: number;
   height?: number;
   objects: GtObject[];
+  /** Objects left out, and why (no name, no box, a coordinate that is not a number). */
+  skipped: string[];
 }
 
 /** One VOC annotation file. Coordinates are kept as written (floats allowed); labels normalised. */
 export function parseVocXml(xml: string): VocAnnotation {
   const clean = stripXmlNoise(xml);
   const objects: GtObject[] = [];
-  for (const obj of elements(clean, "object")) {
+  const skipped: string[] = [];
+  elements(clean, "object").forEach((obj, k) => {
     // VOC person layouts nest <part><name/><bndbox/></part> inside an object: drop them first.
     const body = obj.body.replace(/<part\b[\s\S]*?<\/part\s*>/g, "");
     const name = childText(body, "name");
     const bb = elements(body, "bndbox")[0];
-    if (name === undefined || bb === undefined) continue;
+    if (name === undefined || name === "" || bb === undefined) {
+      skipped.push(`object ${k + 1}: no ${name === undefined || name === "" ? "<name>" : "<bndbox>"}`);
+      return;
+    }
     const x1 = num(childText(bb.body, "xmin"));
     const y1 = num(childText(bb.body, "ymin"));
     const x2 = num(childText(bb.body, "xmax"));
     const y2 = num(childText(bb.body, "ymax"));
-    if (x1 === undefined || y1 === undefined || x2 === undefined || y2 === undefined) continue;
+    if (x1 === undefined || y1 === undefined || x2 === undefined || y2 === undefined) {
+      skipped.push(`object ${k + 1} (${name}): a box coordinate is missing or not a number`);
+      return;
+    }
     const o: GtObject = {
       box: [Math.min(x1, x2), Math.min(y1, y2), Math.max(x1, x2), Math.max(y1, y2)],
       label: normaliseLabel(name),
@@ -171,12 +244,12 @@ export function parseVocXml(xml: string): VocAnnotation {
       o.difficult = true;
     }
     objects.push(o);
-  }
+  });
   const rest = clean.replace(/<object\b[\s\S]*?<\/object\s*>/g, "");
   const size = elements(rest, "size")[0];
   const width = size ? num(childText(size.body, "width")) : undefined;
   const height = size ? num(childText(size.body, "height")) : undefined;
-  const ann: VocAnnotation = { objects };
+  const ann: VocAnnotation = { objects, skipped };
   const filename = childText(rest, "filename");
   if (filename) ann.filename = filename;
   if (width !== undefined && width > 0) ann.width = width;
@@ -261,6 +334,11 @@ export interface VocOptions {
   split?: Split;
   annotationsDir?: string;
   imagesDir?: string;
+  /**
+   * Problems (XML not well-formed or unreadable, an image that is not there, unusable objects)
+   * are listed here and the affected annotation or object left out; without it they throw.
+   */
+  problems?: GtProblem[];
 }
 
 /** A VOC folder: `annotations/` (or `Annotations/`) of XML files, `images/` (or `JPEGImages/`) beside. */
@@ -274,25 +352,47 @@ export function loadVoc(dir: string, options: VocOptions = {}): GtImage[] {
     .filter((f) => f.toLowerCase().endsWith(".xml"))
     .sort(naturalCompare);
   const out: GtImage[] = [];
+  const problems = options.problems;
+  /** Stems whose annotation was read, usable or not (the split check below). */
+  const seen = new Set<string>();
   for (const f of files) {
-    const ann = parseVocXml(readFileSync(path.join(annDir, f), "utf8"));
     const name = stem(f);
     if (keep && !keep.has(name)) continue;
+    seen.add(name);
+    const xmlFile = path.join(annDir, f);
+    let xml: string;
+    try {
+      xml = readFileSync(xmlFile, "utf8");
+    } catch (err) {
+      report(problems, xmlFile, `unreadable: ${err instanceof Error ? err.message : String(err)}`);
+      continue;
+    }
+    const bad = xmlProblem(xml) ?? (/<annotation[\s>]/.test(xml) ? undefined : "no <annotation> element");
+    if (bad) {
+      report(problems, xmlFile, `malformed XML: ${bad}`);
+      continue;
+    }
+    const ann = parseVocXml(xml);
+    for (const why of ann.skipped) report(problems, xmlFile, why);
     let file = ann.filename && isFile(path.join(imgDir, ann.filename)) ? ann.filename : undefined;
     file ??= index.get(name) ?? (ann.filename ? index.get(stem(ann.filename)) : undefined);
-    file ??= ann.filename ?? `${name}.jpg`;
+    if (file === undefined) {
+      const wanted = ann.filename ?? `${name}.*`;
+      report(problems, xmlFile, `names an image that is not there: ${path.join(imgDir, wanted)}`);
+      continue;
+    }
     const img: GtImage = { image: path.join(imgDir, file), name, objects: ann.objects };
     if (ann.width !== undefined) img.width = ann.width;
     if (ann.height !== undefined) img.height = ann.height;
     out.push(img);
   }
   if (keep) {
-    const found = new Set(out.map((g) => g.name));
-    const missing = [...keep].filter((s) => !found.has(s));
+    const missing = [...keep].filter((s) => !seen.has(s));
     if (missing.length > 0) {
-      throw new Error(
-        `${dir}: split "${split}" names ${missing.length} images with no annotation, e.g. ${missing[0]}`,
-      );
+      const message = `split "${split}" names ${missing.length} images with no annotation, e.g. ${missing[0]}`;
+      if (!problems) throw new Error(`${dir}: ${message}`);
+      for (const s of missing)
+        problems.push({ file: path.join(annDir, `${s}.xml`), problem: "in the split, no annotation" });
     }
   }
   return out;
@@ -313,6 +413,8 @@ export interface YoloOptions {
   names?: string[];
   /** Image sizes by stem or file name; else read from the image header with sharp. */
   sizes?: SizeMap;
+  /** As VocOptions.problems: a label file with no image, an image whose size cannot be read. */
+  problems?: GtProblem[];
 }
 
 /** Class names from a data.yaml text: `names: [a, b]`, a `- a` block list or a `0: a` map. */
@@ -435,6 +537,12 @@ export async function loadYolo(dir: string, options: YoloOptions = {}): Promise<
   if (options.labelsDir || options.imagesDir) {
     const labels = options.labelsDir ?? options.imagesDir!;
     pairs.push({ images: options.imagesDir ?? labels, labels });
+  } else if (roboflowSplits(dir, split).length > 0) {
+    // Roboflow's export: <split>/images + <split>/labels, data.yaml at the top.
+    for (const s of roboflowSplits(dir, split)) {
+      pairs.push({ images: path.join(dir, s, "images"), labels: path.join(dir, s, "labels") });
+    }
+    splitDirs = true;
   } else {
     const labelsRoot = firstDir(dir, ["labels"]);
     const imagesRoot = firstDir(dir, ["images"]) ?? labelsRoot ?? dir;
@@ -472,8 +580,21 @@ export async function loadYolo(dir: string, options: YoloOptions = {}): Promise<
       const text = labelFile ? readFileSync(path.join(pair.labels, labelFile), "utf8") : "";
       let size = lookupSize(options.sizes, [s, imageFile ?? "", image]);
       if (!size && text.trim() !== "") {
-        if (!imageFile) throw new Error(`${pair.labels}/${labelFile}: no image ${s}.* to take its size from`);
-        size = await imageSize(image);
+        const labelPath = path.join(pair.labels, labelFile ?? `${s}.txt`);
+        if (!imageFile) {
+          report(options.problems, labelPath, `no image ${s}.* to take its size from`);
+          continue;
+        }
+        try {
+          size = await imageSize(image);
+        } catch (err) {
+          report(
+            options.problems,
+            image,
+            `unreadable image: ${err instanceof Error ? err.message : String(err)}`,
+          );
+          continue;
+        }
       }
       const objects = size ? parseYoloLabels(text, size.width, size.height, names) : [];
       const img: GtImage = { image, name: s, objects };
@@ -485,6 +606,18 @@ export async function loadYolo(dir: string, options: YoloOptions = {}): Promise<
     }
   }
   return out;
+}
+
+/** Roboflow YOLO export split folders present for `split` (each with images/ and labels/). */
+function roboflowSplits(dir: string, split: Split): string[] {
+  const wanted =
+    split === "all" ? ["train", "valid", "val", "test"] : split === "val" ? ["valid", "val"] : [split];
+  const has = (s: string) => isDir(path.join(dir, s, "labels")) && isDir(path.join(dir, s, "images"));
+  const present = ["train", "valid", "val", "test"].filter(has);
+  if (present.length === 0) return [];
+  const chosen = wanted.filter(has);
+  if (chosen.length === 0) throw new Error(`${dir}: no "${split}" folder (has ${present.join(", ")})`);
+  return chosen;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,6 +779,7 @@ export function detectFormat(p: string): DatasetFormat {
   const xmls = entries.filter((f) => f.toLowerCase().endsWith(".xml"));
   if (xmls.some((f) => isDlibXml(readFileSync(path.join(p, f), "utf8").slice(0, 65536)))) return "dlib";
   if (xmls.some((f) => /<annotation[\s>]/.test(readFileSync(path.join(p, f), "utf8")))) return "voc";
+  if (roboflowSplits(p, "all").length > 0) return "yolo";
   if (firstDir(p, ["labels"]) || entries.some((f) => f.endsWith(".txt") && f !== "README.txt")) return "yolo";
   throw new Error(`${p}: cannot tell the annotation format (VOC, YOLO, WIDER gt.txt or imglab XML)`);
 }
@@ -700,6 +834,8 @@ export interface LoadOptions {
   names?: string[];
   /** YOLO only. */
   sizes?: SizeMap;
+  /** VOC and YOLO: problems are listed here and the items left out (see VocOptions.problems). */
+  problems?: GtProblem[];
 }
 
 /** Resolve `arg` and load its ground truth. */
@@ -713,7 +849,14 @@ export async function loadResolved(ds: ResolvedDataset, options: LoadOptions = {
   switch (ds.format) {
     case "voc":
       if (isFile(ds.path)) {
-        const ann = parseVocXml(readFileSync(ds.path, "utf8"));
+        const xml = readFileSync(ds.path, "utf8");
+        const bad = xmlProblem(xml);
+        if (bad) {
+          report(options.problems, ds.path, `malformed XML: ${bad}`);
+          return [];
+        }
+        const ann = parseVocXml(xml);
+        for (const why of ann.skipped) report(options.problems, ds.path, why);
         const dir = path.dirname(ds.path);
         const name = stem(ds.path);
         const img: GtImage = {
@@ -725,9 +868,14 @@ export async function loadResolved(ds: ResolvedDataset, options: LoadOptions = {
         if (ann.height !== undefined) img.height = ann.height;
         return [img];
       }
-      return loadVoc(ds.path, { split });
+      return loadVoc(ds.path, { split, problems: options.problems });
     case "yolo":
-      return loadYolo(ds.path, { split, names: options.names, sizes: options.sizes });
+      return loadYolo(ds.path, {
+        split,
+        names: options.names,
+        sizes: options.sizes,
+        problems: options.problems,
+      });
     case "wider":
       return loadWider(ds.path);
     case "dlib":

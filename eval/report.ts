@@ -3,7 +3,8 @@
  * to append to a report file, and JSON (the result object as is).
  */
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
-import type { EvalResult } from "./score.ts";
+import type { GtProblem } from "./groundtruth.ts";
+import type { ClassificationResult, EvalResult } from "./score.ts";
 import { MASK_CLASSES } from "./score.ts";
 
 /** What the run was: shown above the table and as the leading cells of a markdown row. */
@@ -195,4 +196,174 @@ export function appendMarkdownRow(
 /** JSON of the result object (null where a number is not defined); `meta`, if given, under "meta". */
 export function toJson(result: EvalResult, meta?: ReportMeta): string {
   return JSON.stringify(meta ? { meta, ...result } : result, null, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Classifier on ground-truth boxes
+
+/** What `npm run eval -- --classify-gt` measured, and what it left out. */
+export interface ClassifyGtRun {
+  meta: ReportMeta;
+  /** Images annotated (after --limit), and those classified. */
+  images: number;
+  imagesClassified: number;
+  /** Ground-truth boxes in those images, all of them. */
+  gtFaces: number;
+  /** Boxes not classified, by reason. */
+  skipped: {
+    /** Shorter side under minSize px. */
+    small: number;
+    /** VOC difficult / imglab ignore. */
+    difficult: number;
+    /** Label "face": a face of unknown mask status. */
+    unlabelled: number;
+    /** Labels that are no mask class, by name (after normalisation), e.g. a YOLO class id without names. */
+    unknownLabels: Record<string, number>;
+    /** In an image that could not be used (see problems). */
+    inProblemImages: number;
+  };
+  minSize: number;
+  maskThreshold: number;
+  /** Annotations and images that could not be used: listed, left out. */
+  problems: GtProblem[];
+  result: ClassificationResult;
+  msPerFace?: number;
+}
+
+function unknownText(u: Record<string, number>): string {
+  const entries = Object.entries(u).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+  return entries.map(([k, v]) => `${k} ${v}`).join(", ");
+}
+
+/** Plain-text report of a classify-gt run. */
+export function formatClassification(run: ClassifyGtRun, maxProblems = 20): string {
+  const r = run.result;
+  const sk = run.skipped;
+  const lines: string[] = [];
+  const head = Object.entries(run.meta)
+    .filter(([, v]) => v !== undefined && v !== "")
+    .map(([k, v]) => `${k} ${v}`);
+  if (head.length > 0) lines.push(head.join(" · "));
+  const unknown = Object.values(sk.unknownLabels).reduce((a, b) => a + b, 0);
+  lines.push(
+    `images ${run.imagesClassified}/${run.images} · GT faces ${run.gtFaces} · classified ${r.faces} · ` +
+      `skipped: ${sk.small} under ${run.minSize} px, ${sk.difficult} difficult, ${sk.unlabelled} "face" (no mask label), ` +
+      `${unknown} unknown label${unknown === 1 ? "" : "s"}${unknown > 0 ? ` (${unknownText(sk.unknownLabels)})` : ""}, ` +
+      `${sk.inProblemImages} in unusable images · mask threshold ${run.maskThreshold}` +
+      (run.msPerFace !== undefined ? ` · ${run.msPerFace.toFixed(3)} ms/face` : ""),
+  );
+  if (run.problems.length > 0) {
+    lines.push(`warning: ${run.problems.length} problem${run.problems.length === 1 ? "" : "s"} (left out):`);
+    for (const p of run.problems.slice(0, maxProblems)) lines.push(`  ${p.file}: ${p.problem}`);
+    if (run.problems.length > maxProblems)
+      lines.push(`  … ${run.problems.length - maxProblems} more (all in --json)`);
+  }
+  lines.push("");
+  lines.push(
+    `accuracy ${pct(r.accuracy)} · mask vs not ${pct(r.maskVsNot)} · macro-F1 ${fmt(r.macroF1)} (over ${r.macroClasses.join(", ") || "no class"})`,
+  );
+  lines.push("");
+  const rows = [["class", "GT", "predicted", "precision", "recall", "F1"]];
+  for (const c of r.confusion.labels) {
+    const m = r.perClass[c];
+    rows.push([c, String(m.support), String(m.predicted), fmt(m.precision), fmt(m.recall), fmt(m.f1)]);
+  }
+  lines.push(table(rows));
+  lines.push("");
+  lines.push("confusion (rows GT, columns predicted)");
+  lines.push(
+    table([
+      ["GT \\ pred", ...r.confusion.labels],
+      ...r.confusion.labels.map((g, i) => [g, ...r.confusion.counts[i].map(String)]),
+    ]),
+  );
+  return lines.join("\n");
+}
+
+/** A markdown section: the headline numbers, per-class table and confusion matrix. */
+export function classificationMarkdown(run: ClassifyGtRun): string {
+  const r = run.result;
+  const sk = run.skipped;
+  const unknown = Object.values(sk.unknownLabels).reduce((a, b) => a + b, 0);
+  const head = Object.entries(run.meta)
+    .filter(([, v]) => v !== undefined && v !== "")
+    .map(([k, v]) => `${k} ${v}`)
+    .join(" · ");
+  const esc = (v: string) => v.replace(/\|/g, "\\|");
+  const out = [
+    `### Mask classifier on ground-truth boxes${head ? `: ${esc(head)}` : ""}`,
+    "",
+    `${r.faces} faces classified in ${run.imagesClassified} of ${run.images} images; skipped ${sk.small} under ${run.minSize} px, ` +
+      `${sk.difficult} difficult, ${sk.unlabelled} without a mask label, ${unknown} with an unknown label` +
+      `${unknown > 0 ? ` (${esc(unknownText(sk.unknownLabels))})` : ""}, ${sk.inProblemImages} in unusable images; ` +
+      `${run.problems.length} problems. Mask threshold ${run.maskThreshold}.`,
+    "",
+    "| accuracy | mask vs not | macro-F1 |",
+    "|---:|---:|---:|",
+    `| ${fmt(r.accuracy)} | ${fmt(r.maskVsNot)} | ${fmt(r.macroF1)} |`,
+    "",
+    "| class | GT | predicted | precision | recall | F1 |",
+    "|---|---:|---:|---:|---:|---:|",
+    ...r.confusion.labels.map((c) => {
+      const m = r.perClass[c];
+      return `| ${c} | ${m.support} | ${m.predicted} | ${fmt(m.precision)} | ${fmt(m.recall)} | ${fmt(m.f1)} |`;
+    }),
+    "",
+    `| GT \\ predicted | ${r.confusion.labels.join(" | ")} |`,
+    `|---|${r.confusion.labels.map(() => "---:").join("|")}|`,
+    ...r.confusion.labels.map((g, i) => `| ${g} | ${r.confusion.counts[i].join(" | ")} |`),
+  ];
+  return `${out.join("\n")}\n`;
+}
+
+/** Column names of the classify-gt markdown row (after any leading cells). */
+export const CLASSIFY_COLUMNS = [
+  "faces",
+  "skipped",
+  "problems",
+  "accuracy",
+  "mask vs not",
+  "macro-F1",
+  "F1 mask",
+  "F1 no_mask",
+  "F1 incorrect",
+  "recall mask",
+  "recall no_mask",
+  "recall incorrect",
+] as const;
+
+/** Append one classify-gt row to a markdown report (header first when the file is new or empty). */
+export function appendClassificationRow(
+  file: string,
+  run: ClassifyGtRun,
+  leading: Record<string, string> = {},
+): void {
+  const names = Object.keys(leading);
+  const cols = [...names, ...CLASSIFY_COLUMNS];
+  const header = `| ${cols.join(" | ")} |\n|${cols.map((_, i) => (i < names.length ? "---" : "---:")).join("|")}|\n`;
+  const r = run.result;
+  const sk = run.skipped;
+  const skipped =
+    sk.small +
+    sk.difficult +
+    sk.unlabelled +
+    sk.inProblemImages +
+    Object.values(sk.unknownLabels).reduce((a, b) => a + b, 0);
+  const cells = [
+    ...Object.values(leading).map((v) => v.replace(/\|/g, "\\|")),
+    String(r.faces),
+    String(skipped),
+    String(run.problems.length),
+    fmt(r.accuracy),
+    fmt(r.maskVsNot),
+    fmt(r.macroF1),
+    fmt(r.perClass.mask.f1),
+    fmt(r.perClass.no_mask.f1),
+    fmt(r.perClass.incorrect.f1),
+    fmt(r.perClass.mask.recall),
+    fmt(r.perClass.no_mask.recall),
+    fmt(r.perClass.incorrect.recall),
+  ];
+  const fresh = !existsSync(file) || readFileSync(file, "utf8").trim() === "";
+  appendFileSync(file, `${fresh ? header : ""}| ${cells.join(" | ")} |\n`);
 }

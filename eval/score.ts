@@ -498,3 +498,90 @@ function orderClasses(set: Set<string>): string[] {
   const rest = [...set].filter((c) => !(MASK_CLASSES as readonly string[]).includes(c)).sort();
   return [...known, ...rest];
 }
+
+// ---------------------------------------------------------------------------------------------
+// Classifier on ground-truth boxes (`npm run eval -- --classify-gt`)
+
+/** One ground-truth face the classifier saw. */
+export interface ClassifiedFace {
+  /** Ground-truth class. */
+  gt: MaskClass;
+  /** The classifier's decision. */
+  pred: MaskClass;
+}
+
+export interface ClassMetrics {
+  /** Ground-truth faces of the class. */
+  support: number;
+  /** Faces predicted as the class. */
+  predicted: number;
+  tp: number;
+  precision: number | null;
+  recall: number | null;
+  f1: number | null;
+}
+
+export interface ClassificationResult {
+  /** Faces classified (the confusion matrix's total). */
+  faces: number;
+  accuracy: number | null;
+  /** Mask worn correctly vs not (no_mask and incorrect together), as a two-class accuracy. */
+  maskVsNot: number | null;
+  /** Per class, all three always present. */
+  perClass: Record<MaskClass, ClassMetrics>;
+  /** Mean F1 over the classes with ground-truth faces (a class absent from the set does not count). */
+  macroF1: number | null;
+  /** Classes macroF1 averages over. */
+  macroClasses: MaskClass[];
+  /** Rows ground truth, columns prediction, both in MASK_CLASSES order. */
+  confusion: { labels: MaskClass[]; counts: number[][] };
+}
+
+/** Accuracy, per-class precision / recall / F1, macro-F1 and the confusion matrix. */
+export function scoreClassification(faces: readonly ClassifiedFace[]): ClassificationResult {
+  const labels = [...MASK_CLASSES];
+  const at = (c: string) => labels.indexOf(c as MaskClass);
+  const counts = labels.map(() => labels.map(() => 0));
+  for (const f of faces) {
+    const r = at(f.gt);
+    const c = at(f.pred);
+    if (r < 0 || c < 0) throw new RangeError(`not a mask class: ${r < 0 ? f.gt : f.pred}`);
+    counts[r][c]++;
+  }
+  let right = 0;
+  let binaryRight = 0;
+  const maskIdx = at("mask");
+  for (let r = 0; r < labels.length; r++) {
+    for (let c = 0; c < labels.length; c++) {
+      if (r === c) right += counts[r][c];
+      if ((r === maskIdx) === (c === maskIdx)) binaryRight += counts[r][c];
+    }
+  }
+  const perClass = {} as Record<MaskClass, ClassMetrics>;
+  labels.forEach((label, k) => {
+    const tp = counts[k][k];
+    const support = counts[k].reduce((a, b) => a + b, 0);
+    const predicted = counts.reduce((a, row) => a + row[k], 0);
+    const precision = ratio(tp, predicted);
+    const recall = ratio(tp, support);
+    // A class never predicted but present has precision undefined and F1 0 (sklearn's zero_division=0).
+    const f1 =
+      support === 0
+        ? null
+        : tp === 0
+          ? 0
+          : (2 * (precision ?? 0) * (recall ?? 0)) / ((precision ?? 0) + (recall ?? 0));
+    perClass[label] = { support, predicted, tp, precision, recall, f1 };
+  });
+  const macroClasses = labels.filter((c) => perClass[c].support > 0);
+  const f1s = macroClasses.map((c) => perClass[c].f1 ?? 0);
+  return {
+    faces: faces.length,
+    accuracy: ratio(right, faces.length),
+    maskVsNot: ratio(binaryRight, faces.length),
+    perClass,
+    macroF1: f1s.length > 0 ? f1s.reduce((a, b) => a + b, 0) / f1s.length : null,
+    macroClasses,
+    confusion: { labels, counts },
+  };
+}

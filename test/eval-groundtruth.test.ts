@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
@@ -9,7 +18,10 @@ import {
   dataRoot,
   detectFormat,
   type GtImage,
+  type GtProblem,
+  isKnownLabel,
   loadGroundTruth,
+  loadVoc,
   loadYolo,
   normaliseLabel,
   parseDlibXml,
@@ -18,8 +30,13 @@ import {
   parseYamlNames,
   parseYoloLabels,
   resolveDataset,
+  xmlProblem,
 } from "../eval/groundtruth.ts";
+import type { ClassifyGtRun } from "../eval/report.ts";
+import { Engine } from "../src/vision/engine.ts";
+import { decodeImage } from "../src/vision/image.ts";
 import { unlessCI } from "./support/ci.ts";
+import { REPO } from "./support/paths.ts";
 
 function tempDir(): string {
   return mkdtempSync(path.join(tmpdir(), "maskwatch-gt-"));
@@ -34,6 +51,50 @@ test("labels normalise to mask / no_mask / incorrect", () => {
   assert.equal(normaliseLabel("Without Mask"), "no_mask");
   assert.equal(normaliseLabel("face"), "face");
   assert.equal(normaliseLabel("Helmet"), "helmet");
+});
+
+test("every common spelling of the three classes maps; others are unknown, not dropped", () => {
+  const expect: Record<string, string[]> = {
+    mask: ["with_mask", "With Mask", "with-mask", "mask", "Mask", "masked", "mask_correct"],
+    no_mask: ["without_mask", "Without Mask", "no_mask", "no-mask", "No Mask", "nomask", "unmasked"],
+    incorrect: [
+      "with_incorrect_mask",
+      "With Incorrect Mask",
+      "mask_weared_incorrect",
+      "incorrect",
+      "Incorrect",
+      "mask_worn_incorrectly",
+      "incorrect_mask",
+    ],
+    face: ["face", "Face"],
+  };
+  for (const [label, spellings] of Object.entries(expect)) {
+    for (const raw of spellings) {
+      assert.equal(normaliseLabel(raw), label, raw);
+      assert.ok(isKnownLabel(normaliseLabel(raw)), raw);
+    }
+  }
+  for (const raw of ["helmet", "0", "person", "with_mask_2"])
+    assert.ok(!isKnownLabel(normaliseLabel(raw)), raw);
+  const ann = parseVocXml(
+    "<annotation><object><name>with_incorrect_mask</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object></annotation>",
+  );
+  assert.deepEqual(
+    ann.objects.map((o) => o.label),
+    ["incorrect"],
+  );
+});
+
+test("XML well-formedness: truncated, mismatched, no root, two roots", () => {
+  assert.equal(
+    xmlProblem('<?xml version="1.0"?><!-- c --><annotation a="x>y"><b/><c>t</c></annotation>'),
+    undefined,
+  );
+  assert.match(xmlProblem("<annotation><object><name>a</name>")!, /<object> is never closed/);
+  assert.match(xmlProblem("<annotation><object></annotation>")!, /<object> closed by <\/annotation>/);
+  assert.match(xmlProblem("</annotation>")!, /no open element/);
+  assert.match(xmlProblem("not xml at all")!, /no XML element/);
+  assert.match(xmlProblem("<a/><b/>")!, /more than one root/);
 });
 
 test("VOC XML: attributes, whitespace, float coordinates, difficult, parts, entities", () => {
@@ -227,6 +288,127 @@ test("dlib imglab XML: boxes, ignore, labels, landmark parts", () => {
   assert.deepEqual(gt[1], { image: "/base/b.png", name: "b", objects: [] });
 });
 
+/** A VOC annotation with `objects` as [label, x1, y1, x2, y2]. */
+function vocXml(filename: string, objects: [string, number, number, number, number][]): string {
+  const objs = objects
+    .map(
+      ([name, x1, y1, x2, y2]) =>
+        `<object><name>${name}</name><bndbox><xmin>${x1}</xmin><ymin>${y1}</ymin><xmax>${x2}</xmax><ymax>${y2}</ymax></bndbox></object>`,
+    )
+    .join("\n");
+  return `<annotation><filename>${filename}</filename>\n${objs}\n</annotation>\n`;
+}
+
+test("VOC folder: missing image, malformed XML, unusable objects are listed and left out", async () => {
+  const dir = tempDir();
+  try {
+    mkdirSync(path.join(dir, "annotations"));
+    mkdirSync(path.join(dir, "images"));
+    const png = await sharp({ create: { width: 60, height: 40, channels: 3, background: "#808080" } })
+      .png()
+      .toBuffer();
+    writeFileSync(path.join(dir, "images", "ok.png"), png);
+    writeFileSync(path.join(dir, "images", "partly.png"), png);
+    const ann = (f: string, text: string) => writeFileSync(path.join(dir, "annotations", f), text);
+    ann(
+      "ok.xml",
+      vocXml("ok.png", [
+        ["with_mask", 1, 1, 20, 20],
+        ["with_incorrect_mask", 30, 5, 50, 30],
+        ["helmet", 2, 2, 9, 9],
+      ]),
+    );
+    ann("gone.xml", vocXml("gone.jpg", [["with_mask", 1, 1, 20, 20]]));
+    ann("broken.xml", vocXml("ok.png", [["with_mask", 1, 1, 20, 20]]).slice(0, 60));
+    ann(
+      "partly.xml",
+      "<annotation><filename>partly.png</filename><object><name>no_mask</name></object><object><name>mask</name><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object><object><name>mask</name><bndbox><xmin>3</xmin><ymin>3</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object></annotation>",
+    );
+    ann("notvoc.xml", "<something><else/></something>");
+    assert.equal(detectFormat(dir), "voc");
+    const problems: GtProblem[] = [];
+    const gt = loadVoc(dir, { split: "all", problems });
+    assert.deepEqual(
+      gt.map((g) => [g.name, path.basename(g.image), g.objects.map((o) => o.label)]),
+      [
+        ["ok", "ok.png", ["mask", "incorrect", "helmet"]],
+        ["partly", "partly.png", ["mask"]],
+      ],
+    );
+    const byFile = problems.map((p) => `${path.basename(p.file)}: ${p.problem}`).sort();
+    assert.equal(byFile.length, 5, byFile.join("\n"));
+    assert.match(byFile[0], /^broken\.xml: malformed XML: <\w+> is never closed \(truncated file\?\)$/);
+    assert.match(byFile[1], /^gone\.xml: names an image that is not there: .*images[/\\]gone\.jpg$/);
+    assert.match(byFile[2], /^notvoc\.xml: malformed XML: no <annotation> element/);
+    assert.equal(byFile[3], "partly.xml: object 1: no <bndbox>");
+    assert.equal(byFile[4], "partly.xml: object 2 (mask): a box coordinate is missing or not a number");
+    // Through the resolver, the same; without a list to put them in, the first problem throws.
+    const again: GtProblem[] = [];
+    assert.equal((await loadGroundTruth(dir, { split: "all", problems: again })).length, 2);
+    assert.equal(again.length, 5);
+    assert.throws(() => loadVoc(dir, { split: "all" }), /broken\.xml: malformed XML/);
+    // A split naming an image with no annotation is a problem too, not a crash.
+    writeFileSync(path.join(dir, "splits.json"), JSON.stringify({ test: ["ok", "nothere"] }));
+    const split: GtProblem[] = [];
+    assert.deepEqual(
+      loadVoc(dir, { split: "test", problems: split }).map((g) => g.name),
+      ["ok"],
+    );
+    assert.deepEqual(
+      split.map((p) => [path.basename(p.file), p.problem]),
+      [["nothere.xml", "in the split, no annotation"]],
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("YOLO folder: Roboflow layout with data.yaml; a label file with no image is a problem", async () => {
+  const dir = tempDir();
+  try {
+    for (const s of ["train", "valid", "test"]) {
+      mkdirSync(path.join(dir, s, "images"), { recursive: true });
+      mkdirSync(path.join(dir, s, "labels"), { recursive: true });
+    }
+    writeFileSync(
+      path.join(dir, "data.yaml"),
+      "nc: 3\nnames: ['with_mask', 'without_mask', 'with_incorrect_mask']\n",
+    );
+    const png = await sharp({ create: { width: 100, height: 50, channels: 3, background: "#808080" } })
+      .png()
+      .toBuffer();
+    writeFileSync(path.join(dir, "test", "images", "t1.png"), png);
+    writeFileSync(
+      path.join(dir, "test", "labels", "t1.txt"),
+      "2 0.5 0.5 0.2 0.4\n0 0.2 0.2 0.1 0.2\n7 0.8 0.5 0.1 0.2\n",
+    );
+    writeFileSync(path.join(dir, "test", "labels", "lost.txt"), "1 0.5 0.5 0.2 0.4\n");
+    writeFileSync(path.join(dir, "valid", "images", "v1.png"), png);
+    assert.equal(detectFormat(dir), "yolo");
+    const problems: GtProblem[] = [];
+    const gt = await loadYolo(dir, { split: "test", problems });
+    assert.deepEqual(
+      gt.map((g) => [g.name, g.objects.map((o) => o.label)]),
+      [["t1", ["incorrect", "mask", "7"]]],
+    );
+    assert.deepEqual(gt[0].objects[0].box, [40, 15, 60, 35]);
+    assert.deepEqual(
+      problems.map((p) => [path.basename(p.file), p.problem]),
+      [["lost.txt", "no image lost.* to take its size from"]],
+    );
+    await assert.rejects(
+      loadYolo(dir, { split: "test" }),
+      /lost\.txt: no image lost\.\* to take its size from/,
+    );
+    assert.deepEqual(
+      (await loadYolo(dir, { split: "val" })).map((g) => g.name),
+      ["v1"],
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("resolver: names and aliases under the data root, paths as given, clear errors", () => {
   const root = tempDir();
   try {
@@ -314,4 +496,150 @@ test("dlib faces: testing.xml (default) and training.xml", async (t) => {
   assert.deepEqual([train.length, countObjects(train).objects], [4, 18]);
   const file = await loadGroundTruth(path.join(ROOT, "dlib-faces", "testing.xml"));
   assert.equal(countObjects(file).objects, 25);
+});
+
+// npm run eval on a small real folder ----------------------------------------------------------
+
+function runEval(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ["--import", "tsx", "eval/run.ts", ...args],
+      { cwd: REPO, timeout: 120_000 },
+      (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** A Kaggle annotation's objects as [label, x1, y1, x2, y2]. */
+function kaggleObjects(name: string): [string, number, number, number, number][] {
+  const ann = parseVocXml(
+    readFileSync(path.join(ROOT, "kaggle-face-mask", "annotations", `${name}.xml`), "utf8"),
+  );
+  return ann.objects.map((o) => [o.label, ...o.box]);
+}
+
+test("eval --classify-gt on a VOC folder of Kaggle photos: other spellings, problems reported, product crop", async (t) => {
+  const why = needs("kaggle-face-mask/annotations/maksssksksss130.xml");
+  if (why) return t.skip(unlessCI(why));
+  const dir = tempDir();
+  try {
+    mkdirSync(path.join(dir, "Annotations"));
+    mkdirSync(path.join(dir, "JPEGImages"));
+    const images = path.join(ROOT, "kaggle-face-mask", "images");
+    for (const n of ["maksssksksss42", "maksssksksss112", "maksssksksss130"])
+      copyFileSync(path.join(images, `${n}.jpg`), path.join(dir, "JPEGImages", `${n}.jpg`));
+    writeFileSync(path.join(dir, "JPEGImages", "corrupt.jpg"), Buffer.from("not a jpeg at all"));
+    // Other public VOC sets' spellings of Kaggle's labels.
+    const spell: Record<string, string> = {
+      mask: "with_mask",
+      no_mask: "no_mask",
+      incorrect: "with_incorrect_mask",
+    };
+    const relabel = (name: string) =>
+      kaggleObjects(name).map(([l, ...b]) => [spell[l], ...b] as [string, number, number, number, number]);
+    const ann = (f: string, text: string) => writeFileSync(path.join(dir, "Annotations", f), text);
+    ann(
+      "maksssksksss42.xml",
+      vocXml("maksssksksss42.jpg", [
+        ...relabel("maksssksksss42"),
+        ["with_mask", 5, 5, 12, 11], // 6 px: too small
+        ["helmet", 100, 100, 140, 140],
+        ["face", 150, 100, 190, 140],
+      ]),
+    );
+    ann("maksssksksss112.xml", vocXml("maksssksksss112.jpg", relabel("maksssksksss112")));
+    ann(
+      "maksssksksss130.xml",
+      vocXml(
+        "maksssksksss130.jpg",
+        kaggleObjects("maksssksksss130").map(([l, ...b]) => [
+          l === "incorrect" ? "mask_weared_incorrect" : "without_mask",
+          ...b,
+        ]),
+      ),
+    );
+    ann("gone.xml", vocXml("gone.jpg", [["with_mask", 10, 10, 50, 50]]));
+    ann("broken.xml", vocXml("maksssksksss42.jpg", [["with_mask", 10, 10, 50, 50]]).slice(0, 70));
+    ann("corrupt.xml", vocXml("corrupt.jpg", [["without_mask", 10, 10, 50, 50]]));
+    const out = path.join(dir, "out.json");
+    const md = path.join(dir, "out.md");
+    const r = await runEval([
+      "--classify-gt",
+      "--voc",
+      dir,
+      "--split",
+      "all",
+      "--json",
+      out,
+      "--markdown",
+      md,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const run = JSON.parse(readFileSync(out, "utf8")) as ClassifyGtRun;
+    assert.deepEqual(run.problems.map((p) => path.basename(p.file)).sort(), [
+      "broken.xml",
+      "corrupt.jpg",
+      "gone.xml",
+    ]);
+    assert.match(run.problems.find((p) => p.file.endsWith("corrupt.jpg"))!.problem, /^unreadable image/);
+    assert.match(r.stdout, /warning: 3 problems \(left out\)/);
+    assert.match(r.stdout, /gone\.xml: names an image that is not there/);
+    const n42 = kaggleObjects("maksssksksss42").length;
+    const n112 = kaggleObjects("maksssksksss112").length;
+    const n130 = kaggleObjects("maksssksksss130").length;
+    assert.equal(run.images, 4);
+    assert.equal(run.imagesClassified, 3);
+    assert.equal(run.gtFaces, n42 + 3 + n112 + n130 + 1);
+    assert.deepEqual(run.skipped, {
+      small: 1,
+      difficult: 0,
+      unlabelled: 1,
+      unknownLabels: { helmet: 1 },
+      inProblemImages: 1,
+    });
+    const res = run.result;
+    assert.equal(res.faces, n42 + n112 + n130);
+    // with_incorrect_mask and mask_weared_incorrect both count as incorrect (1 + 2 in these photos).
+    assert.deepEqual(
+      [res.perClass.mask.support, res.perClass.no_mask.support, res.perClass.incorrect.support],
+      [6, 2, 3],
+    );
+    // The run's decisions are the product's: the same crops through MaskClassifier.classify.
+    const engine = new Engine();
+    try {
+      const classifier = await engine.maskClassifier();
+      const counts = [0, 1, 2].map(() => [0, 0, 0]);
+      const order = ["mask", "no_mask", "incorrect"];
+      for (const n of ["maksssksksss42", "maksssksksss112", "maksssksksss130"]) {
+        const { image } = await decodeImage(readFileSync(path.join(images, `${n}.jpg`)));
+        const objs = kaggleObjects(n);
+        const got = await classifier.classify(
+          image,
+          objs.map(([, ...box]) => ({ box, score: 1 })),
+        );
+        objs.forEach(([l], i) => {
+          counts[order.indexOf(l)][order.indexOf(got[i].label)]++;
+        });
+      }
+      assert.deepEqual(res.confusion.counts, counts);
+    } finally {
+      await engine.close();
+    }
+    assert.ok(res.confusion.counts[0][0] >= 5, "the masked faces of maksssksksss42 are masked");
+    assert.match(readFileSync(md, "utf8"), /\| GT \\ predicted \| mask \| no_mask \| incorrect \|/);
+    // The detector run on the same folder reports the same problems and scores the three photos.
+    const det = await runEval(["--voc", dir, "--split", "all", "--json", out]);
+    assert.equal(det.code, 0, det.stderr);
+    const scored = JSON.parse(readFileSync(out, "utf8")) as { images: number; problems: GtProblem[] };
+    assert.equal(scored.images, 3);
+    assert.deepEqual(scored.problems.map((p) => path.basename(p.file)).sort(), [
+      "broken.xml",
+      "corrupt.jpg",
+      "gone.xml",
+    ]);
+    assert.match(det.stdout, /labels that are no mask class \(scored as faces, in no mask class\): helmet 1/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

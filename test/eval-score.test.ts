@@ -4,13 +4,27 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import type { Box, GtImage, GtObject } from "../eval/groundtruth.ts";
-import { appendMarkdownRow, formatTable, MARKDOWN_COLUMNS, markdownRow, toJson } from "../eval/report.ts";
+import {
+  appendClassificationRow,
+  appendMarkdownRow,
+  CLASSIFY_COLUMNS,
+  type ClassifyGtRun,
+  classificationMarkdown,
+  formatClassification,
+  formatTable,
+  MARKDOWN_COLUMNS,
+  markdownRow,
+  toJson,
+} from "../eval/report.ts";
 import {
   averagePrecision,
+  type ClassifiedFace,
   type EvalFace,
   type ImagePrediction,
   iou,
+  type MaskClass,
   matchImage,
+  scoreClassification,
   scoreDetections,
 } from "../eval/score.ts";
 
@@ -409,6 +423,139 @@ test("report: text table, markdown row of numbers, JSON", () => {
     assert.equal(lines.length, 4);
     assert.match(lines[0], /^\| detector \| images \|/);
     assert.match(lines[3], /^\| b \| 1 \|/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// Classifier on ground-truth boxes ------------------------------------------------------------
+
+/** `n` faces of ground truth `gt` predicted as `pred`. */
+function faces(gt: MaskClass, pred: MaskClass, n: number): ClassifiedFace[] {
+  return Array.from({ length: n }, () => ({ gt, pred }));
+}
+
+// mask: 8 right, 1 → no_mask, 1 → incorrect; no_mask: 2 → mask, 3 right; incorrect: 2 → no_mask.
+const CLASSIFIED = [
+  ...faces("mask", "mask", 8),
+  ...faces("mask", "no_mask", 1),
+  ...faces("mask", "incorrect", 1),
+  ...faces("no_mask", "mask", 2),
+  ...faces("no_mask", "no_mask", 3),
+  ...faces("incorrect", "no_mask", 2),
+];
+
+test("classification: accuracy, mask vs not, per-class P/R/F1, macro-F1, confusion by hand", () => {
+  const r = scoreClassification(CLASSIFIED);
+  assert.equal(r.faces, 17);
+  assert.deepEqual(r.confusion, {
+    labels: ["mask", "no_mask", "incorrect"],
+    counts: [
+      [8, 1, 1],
+      [2, 3, 0],
+      [0, 2, 0],
+    ],
+  });
+  close(r.accuracy, 11 / 17, "accuracy");
+  // Mask vs not: incorrect → no_mask is right here, mask → incorrect is not.
+  close(r.maskVsNot, 13 / 17, "mask vs not");
+  assert.deepEqual([r.perClass.mask.support, r.perClass.mask.predicted, r.perClass.mask.tp], [10, 10, 8]);
+  close(r.perClass.mask.precision, 0.8);
+  close(r.perClass.mask.recall, 0.8);
+  close(r.perClass.mask.f1, 0.8);
+  close(r.perClass.no_mask.precision, 3 / 6);
+  close(r.perClass.no_mask.recall, 3 / 5);
+  close(r.perClass.no_mask.f1, (2 * 0.5 * 0.6) / 1.1);
+  assert.equal(r.perClass.incorrect.predicted, 1);
+  close(r.perClass.incorrect.precision, 0);
+  close(r.perClass.incorrect.recall, 0);
+  close(r.perClass.incorrect.f1, 0);
+  assert.deepEqual(r.macroClasses, ["mask", "no_mask", "incorrect"]);
+  close(r.macroF1, (0.8 + (2 * 0.5 * 0.6) / 1.1 + 0) / 3, "macro-F1");
+});
+
+test("classification: a class absent from the ground truth is left out of macro-F1", () => {
+  // A two-class set (no incorrect faces) and a classifier that sometimes says incorrect.
+  const r = scoreClassification([
+    ...faces("mask", "mask", 3),
+    ...faces("no_mask", "incorrect", 1),
+    ...faces("no_mask", "no_mask", 1),
+  ]);
+  assert.deepEqual(r.macroClasses, ["mask", "no_mask"]);
+  assert.equal(r.perClass.incorrect.support, 0);
+  assert.equal(r.perClass.incorrect.f1, null);
+  assert.equal(r.perClass.incorrect.recall, null);
+  close(r.perClass.incorrect.precision, 0);
+  // no_mask: P 1/1, R 1/2 → F1 2/3; mask: F1 1.
+  close(r.macroF1, (1 + 2 / 3) / 2);
+  close(r.maskVsNot, 1);
+  // A class present but never predicted: precision undefined, F1 0.
+  const never = scoreClassification([...faces("mask", "mask", 2), ...faces("incorrect", "mask", 1)]);
+  assert.equal(never.perClass.incorrect.precision, null);
+  assert.equal(never.perClass.incorrect.f1, 0);
+  const empty = scoreClassification([]);
+  assert.equal(empty.accuracy, null);
+  assert.equal(empty.macroF1, null);
+  assert.throws(
+    () => scoreClassification([{ gt: "helmet" as MaskClass, pred: "mask" }]),
+    /not a mask class: helmet/,
+  );
+});
+
+test("classification report: text, markdown tables, markdown row, JSON-ready", () => {
+  const run: ClassifyGtRun = {
+    meta: { dataset: "hand", split: "test" },
+    images: 4,
+    imagesClassified: 3,
+    gtFaces: 25,
+    skipped: {
+      small: 2,
+      difficult: 1,
+      unlabelled: 1,
+      unknownLabels: { helmet: 2, "7": 1 },
+      inProblemImages: 1,
+    },
+    minSize: 10,
+    maskThreshold: 0.5,
+    problems: [
+      { file: "/d/annotations/b.xml", problem: "names an image that is not there: /d/images/gone.jpg" },
+    ],
+    result: scoreClassification(CLASSIFIED),
+  };
+  const text = formatClassification(run);
+  assert.match(text, /classified 17/);
+  assert.match(
+    text,
+    /2 under 10 px, 1 difficult, 1 "face" \(no mask label\), 3 unknown labels \(helmet 2, 7 1\), 1 in unusable images/,
+  );
+  assert.match(
+    text,
+    /warning: 1 problem \(left out\):\n {2}\/d\/annotations\/b\.xml: names an image that is not there/,
+  );
+  assert.match(text, /accuracy 64\.7% · mask vs not 76\.5% · macro-F1 0\.448/);
+  assert.match(text, /\nmask\s+8\s+1\s+1\n/);
+  assert.match(text, /\nincorrect\s+0\s+2\s+0$/);
+  const md = classificationMarkdown(run);
+  assert.match(md, /\| 0\.647 \| 0\.765 \| 0\.448 \|/);
+  assert.match(md, /\| no_mask \| 5 \| 6 \| 0\.500 \| 0\.600 \| 0\.545 \|/);
+  assert.match(
+    md,
+    /\| GT \\ predicted \| mask \| no_mask \| incorrect \|\n\|---\|---:\|---:\|---:\|\n\| mask \| 8 \| 1 \| 1 \|/,
+  );
+  assert.match(md, /3 with an unknown label \(helmet 2, 7 1\)/);
+  const dir = mkdtempSync(path.join(tmpdir(), "maskwatch-report-"));
+  try {
+    const file = path.join(dir, "classify.md");
+    appendClassificationRow(file, run, { dataset: "a" });
+    appendClassificationRow(file, run, { dataset: "b" });
+    const lines = readFileSync(file, "utf8").trim().split("\n");
+    assert.equal(lines.length, 4);
+    assert.equal(lines[0].split("|").slice(1, -1).length, CLASSIFY_COLUMNS.length + 1);
+    // faces, skipped (2 + 1 + 1 + 3 + 1), problems, accuracy, mask vs not, macro-F1.
+    assert.match(
+      lines[3],
+      /^\| b \| 17 \| 8 \| 1 \| 0\.647 \| 0\.765 \| 0\.448 \| 0\.800 \| 0\.545 \| 0\.000 \|/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
