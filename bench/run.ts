@@ -8,6 +8,7 @@
  *                    [--stream [--stream-repeats 5]]  (one live source through the monitor, one ORT thread)
  *   npm run bench -- --classify [--classify-photos 40] [--classify-repeats 3] [--classify-detector maskwatch|none]
  *                    (only the mask classifier: ms per face for crop, network and both, batches 1/8/32)
+ *   npm run bench -- --memory [--memory-workers 2]  (peak resident memory of a server under the heaviest legal requests)
  */
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -19,6 +20,7 @@ import { DETECTORS, Engine } from "../src/vision/engine.ts";
 import { decodeImage } from "../src/vision/image.ts";
 import { BATCH_SIZES, benchClassify, formatClassify } from "./classify.ts";
 import { benchHttp } from "./http.ts";
+import { benchMemory, formatMemory } from "./memory.ts";
 import { benchStream, formatStream, type StreamBench } from "./stream.ts";
 
 const { values: args } = parseArgs({
@@ -36,6 +38,8 @@ const { values: args } = parseArgs({
     "classify-photos": { type: "string", default: "40" },
     "classify-repeats": { type: "string", default: "3" },
     "classify-detector": { type: "string", default: "maskwatch" },
+    memory: { type: "boolean", default: false },
+    "memory-workers": { type: "string", default: "2" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
@@ -43,11 +47,14 @@ const { values: args } = parseArgs({
 const USAGE = `usage: npm run bench -- [--detectors mtcnn,blazeface] [--runs 40] [--image file.jpg] [--json out.json] [--compare old.json]
                       [--http [--http-seconds 10]] [--stream [--stream-repeats 5]]
        npm run bench -- --classify [--classify-photos 40] [--classify-repeats 3] [--classify-detector maskwatch|none] [--json out.json]
+       npm run bench -- --memory [--memory-workers 2] [--json out.json]
 
 Detectors: per-stage median/p90 ms on a 640x480 and a 1920x1080 JPEG, then the mask classifier on the
 640x480 photo's faces. --classify: only the mask classifier, on Kaggle test photos (MASKWATCH_DATA or
 MASKWATCH_SHARED/datasets): median ms per face for the crop, the network and both, at batch sizes
-${BATCH_SIZES.join("/")}, for ground-truth boxes and for detected faces (eye landmarks: rotated crops).`;
+${BATCH_SIZES.join("/")}, for ground-truth boxes and for detected faces (eye landmarks: rotated crops).
+--memory: a server process with that many workers and default limits gets the heaviest legal requests (36-40 MP
+images, annotate, MTCNN at its floors, batches), several at once; peak resident memory per mix and overall.`;
 
 const SHARED = resolve(process.env.MASKWATCH_SHARED ?? join(import.meta.dirname, "../../shared"));
 // A street photo with three frontal faces, scaled to each benchmark size.
@@ -92,6 +99,20 @@ async function main(): Promise<void> {
   } catch {
     console.error(`bench: no source photo at ${SOURCE}; set MASKWATCH_SHARED or pass --image FILE`);
     process.exit(2);
+  }
+  if (args.memory) {
+    const dir = await mkdtemp(join(tmpdir(), "maskwatch-bench-memory-"));
+    try {
+      const result = await benchMemory(photo, dir, Number(args["memory-workers"]));
+      console.log(formatMemory(result));
+      if (args.json) {
+        const report = { date: new Date().toISOString(), node: process.version, memory: result };
+        await writeFile(args.json, `${JSON.stringify(report, null, 2)}\n`);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    return;
   }
   const sizes = [
     [640, 480],

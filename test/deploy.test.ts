@@ -83,8 +83,8 @@ function appEnvNames(): Set<string> {
   return names;
 }
 const APP_ENV = appEnvNames();
-/** Read by Node or libraries rather than by the app's code. */
-const EXTERNAL_ENV = new Set(["NODE_ENV"]);
+/** Read by Node, libraries or the C library rather than by the app's code. */
+const EXTERNAL_ENV = new Set(["NODE_ENV", "MALLOC_ARENA_MAX"]);
 
 function unknownEnv(names: Iterable<string>): string[] {
   return [...names].filter((n) => !APP_ENV.has(n) && !EXTERNAL_ENV.has(n));

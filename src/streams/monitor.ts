@@ -9,7 +9,7 @@ import sharp from "sharp";
 import type { Database } from "../store/db.ts";
 import { type EventRecord, insertEvent, listEvents } from "../store/events.ts";
 import type { SourceRecord } from "../store/sources.ts";
-import { drawFaces } from "../vision/draw.ts";
+import { drawFaces, LABEL_NAMES } from "../vision/draw.ts";
 import type { AnalyzeOptions } from "../vision/engine.ts";
 import { iou } from "../vision/nms.ts";
 import { type LabelChange, type Track, Tracker } from "../vision/tracker.ts";
@@ -392,7 +392,7 @@ export function annotate(image: RgbImage, tracks: readonly Track[]): Promise<Buf
     quality: 80,
     caption: (_f, i) => {
       const t = tracks[i];
-      return t.label ? `#${t.id} ${t.label} ${Math.round(t.confidence * 100)}%` : `#${t.id}`;
+      return t.label ? `#${t.id} ${LABEL_NAMES[t.label]} ${Math.round(t.confidence * 100)}%` : `#${t.id}`;
     },
   });
 }

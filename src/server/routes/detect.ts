@@ -69,7 +69,23 @@ const errorSchema = {
 const MAX_BATCH = 16;
 const MAX_JPEG_SIDE = 65535;
 
+/** Annotated pictures drawn at once: each holds its full-size image in libvips while it is encoded. */
+const DRAW_SLOTS = 2;
+
 export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
+  let drawing = 0;
+  const waiting: (() => void)[] = [];
+  const draw = async (bytes: Uint8Array, faces: Parameters<typeof drawFacesOnEncoded>[1]) => {
+    if (drawing >= DRAW_SLOTS) await new Promise<void>((resolve) => waiting.push(resolve));
+    else drawing++;
+    try {
+      return await drawFacesOnEncoded(bytes, faces);
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else drawing--;
+    }
+  };
   const analyze = async (image: UploadedImage, p: DetectParams, control: JobControl) => {
     const options = analyzeOptions(p, ctx.config.detector);
     // The pool takes the buffer over (transfer); keep a copy when it is needed again for drawing.
@@ -96,7 +112,7 @@ export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         `annotate=true returns a JPEG, which holds at most ${MAX_JPEG_SIDE} px a side; this image is ${result.width}×${result.height}`,
       );
     if (p.annotate)
-      body.annotated_jpeg = (await drawFacesOnEncoded(image.bytes, result.faces)).toString("base64");
+      body.annotated_jpeg = (await draw(image.bytes, result.faces)).toString("base64");
     return body;
   };
 
