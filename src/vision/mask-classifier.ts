@@ -163,8 +163,21 @@ class Taps {
   }
 
   /** The weights as float32, as the separable resampler uses them. */
+  /** Whether each output's taps read consecutive pixels (area taps do): set by finish(). */
+  contiguous = true;
+
   finish(): void {
     for (let k = 0; k < this.n; k++) this.w[k] = this.wide[k];
+    let contiguous = true;
+    for (let d = 0; d < this.out && contiguous; d++) {
+      for (let k = this.start[d] + 1; k < this.start[d + 1]; k++) {
+        if (this.idx[k] !== this.idx[k - 1] + 1) {
+          contiguous = false;
+          break;
+        }
+      }
+    }
+    this.contiguous = contiguous;
   }
 }
 
@@ -255,26 +268,50 @@ function boxArea(
   const xi = X_TAPS.idx;
   const xw = X_TAPS.w;
   // Horizontal pass: each source row the vertical taps read → out RGB floats.
-  for (let y = yMin; y <= yMax; y++) {
-    const src = y * stride;
-    let o = (y - yMin) * rowLen;
-    for (let dx = 0; dx < out; dx++) {
-      let r = 0;
-      let g = 0;
-      let b = 0;
-      const end = xs[dx + 1];
-      for (let k = xs[dx]; k < end; k++) {
-        const p = src + xi[k] * 3;
-        const w = xw[k];
-        r += data[p] * w;
-        g += data[p + 1] * w;
-        b += data[p + 2] * w;
+  if (X_TAPS.contiguous) {
+    // Each output reads a run of pixels from its first tap's: no index per tap.
+    for (let y = yMin; y <= yMax; y++) {
+      const src = y * stride;
+      let o = (y - yMin) * rowLen;
+      for (let dx = 0; dx < out; dx++) {
+        let r = 0;
+        let g = 0;
+        let b = 0;
+        const k0 = xs[dx];
+        const end = xs[dx + 1];
+        let p = src + xi[k0] * 3;
+        for (let k = k0; k < end; k++, p += 3) {
+          const w = xw[k];
+          r += data[p] * w;
+          g += data[p + 1] * w;
+          b += data[p + 2] * w;
+        }
+        R[o++] = r;
+        R[o++] = g;
+        R[o++] = b;
       }
-      R[o++] = r;
-      R[o++] = g;
-      R[o++] = b;
     }
-  }
+  } else
+    for (let y = yMin; y <= yMax; y++) {
+      const src = y * stride;
+      let o = (y - yMin) * rowLen;
+      for (let dx = 0; dx < out; dx++) {
+        let r = 0;
+        let g = 0;
+        let b = 0;
+        const end = xs[dx + 1];
+        for (let k = xs[dx]; k < end; k++) {
+          const p = src + xi[k] * 3;
+          const w = xw[k];
+          r += data[p] * w;
+          g += data[p + 1] * w;
+          b += data[p + 2] * w;
+        }
+        R[o++] = r;
+        R[o++] = g;
+        R[o++] = b;
+      }
+    }
   // Vertical pass: blend rows (float32 accumulation), round half to even into dst.
   for (let dy = 0; dy < out; dy++) {
     const t0 = ys[dy];
