@@ -232,6 +232,10 @@ async function killDuringEvents(
         confidence: stored.confidence,
         box: stored.box,
         snapshot_url: stored.snapshot ? `/api/v1/events/${stored.id}/snapshot` : null,
+        has_frame: stored.hasFrame,
+        frame_url: stored.hasFrame ? `/api/v1/events/${stored.id}/frame` : null,
+        acknowledged_at: null,
+        acknowledged_by: null,
       },
       e,
     );

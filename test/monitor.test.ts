@@ -192,6 +192,30 @@ test("the old app's endpoints, the event log, SSE and MJPEG agree with the scene
   assert.equal(snap.status, 200);
   const meta = await sharp(Buffer.from(await snap.arrayBuffer())).metadata();
   assert.equal(meta.format, "jpeg");
+  // And the whole frame it was seen in, for review; observations keep none.
+  assert.equal((violation as unknown as { has_frame: boolean }).has_frame, true);
+  const whole = await fetch(`${server!.url}/api/v1/events/${violation.id}/frame`, {
+    headers: { "x-api-key": KEY },
+  });
+  assert.equal(whole.status, 200);
+  const wholeMeta = await sharp(Buffer.from(await whole.arrayBuffer())).metadata();
+  assert.deepEqual(
+    [wholeMeta.format, wholeMeta.width, wholeMeta.height],
+    ["jpeg", VIDEO_WIDTH, VIDEO_HEIGHT],
+  );
+  const observation = events.find((e) => e.kind === "observation")!;
+  const none = await call(`/api/v1/events/${observation.id}/frame`);
+  assert.equal(none.status, 404);
+  assert.equal(none.body.code, "no_frame");
+  // Acknowledging stores who and when; the first acknowledgement stands.
+  const acked = await call(`/api/v1/events/${violation.id}/acknowledge`, { method: "POST", body: "{}" });
+  assert.equal(acked.status, 200, acked.text);
+  assert.equal(acked.body.acknowledged_by, "MASKWATCH_API_KEY");
+  assert.ok(Date.parse(acked.body.acknowledged_at) > 0);
+  const again = await call(`/api/v1/events/${violation.id}/acknowledge`, { method: "POST", body: "{}" });
+  assert.equal(again.body.acknowledged_at, acked.body.acknowledged_at);
+  assert.equal((await call(`/api/v1/events/${violation.id}`)).body.acknowledged_by, "MASKWATCH_API_KEY");
+  assert.equal((await call("/api/v1/events/999999/acknowledge", { method: "POST", body: "{}" })).status, 404);
 
   // MJPEG parsed back into frames of the source's size.
   const frames = mjpegFrames(mjpeg);

@@ -12,6 +12,7 @@ import { after, describe, test } from "node:test";
 import { createKey, listKeys } from "../src/store/api-keys.ts";
 import { BackupUnsupportedError, type Database, openDatabase, SQLITE_FILE } from "../src/store/db.ts";
 import {
+  acknowledgeEvent,
   decodeCursor,
   deleteEventsBefore,
   type EventRecord,
@@ -19,6 +20,7 @@ import {
   eventStats,
   eventTotals,
   getEvent,
+  getFrame,
   getSnapshot,
   insertEvent,
   listEvents,
@@ -181,6 +183,7 @@ test("the migrations in order; migration 2 has a statement per engine for events
       [4, "jobs"],
       [5, "snapshots"],
       [6, "source_owner"],
+      [7, "event_review"],
     ],
   );
   const perEngine = migrations[1]!.up.filter((s) => typeof s !== "string");
@@ -403,6 +406,34 @@ for (const engine of engines) {
         );
       }));
 
+    test("events: a violation keeps its face and the whole frame; acknowledged once, the first word stands", () =>
+      withFresh(engine, async (db) => {
+        const a = await insertEvent(
+          db,
+          ev({ kind: "violation", label: "no_mask" }),
+          new Uint8Array([0xff, 0xd8]),
+        );
+        assert.equal(a.hasFrame, false, "a face without its frame");
+        const face = new Uint8Array([0xff, 0xd8, 1, 2]);
+        const frame = new Uint8Array([0xff, 0xd8, 3, 4, 5]);
+        const c = await insertEvent(
+          db,
+          ev({ at: T0 + 2, kind: "violation", label: "incorrect" }),
+          face,
+          frame,
+        );
+        assert.equal(c.hasFrame, true);
+        assert.equal((await getEvent(db, c.id))!.hasFrame, true);
+        assert.deepEqual([...(await getFrame(db, c.id))!], [...frame]);
+        assert.deepEqual([...(await getSnapshot(db, c.id))!], [...face]);
+        assert.equal(await getFrame(db, a.id), undefined);
+        const acked = await acknowledgeEvent(db, c.id, "guard", T0 + 10);
+        assert.deepEqual([acked!.acknowledgedAt, acked!.acknowledgedBy], [T0 + 10, "guard"]);
+        const later = await acknowledgeEvent(db, c.id, "admin", T0 + 20);
+        assert.deepEqual([later!.acknowledgedAt, later!.acknowledgedBy], [T0 + 10, "guard"]);
+        assert.equal(await acknowledgeEvent(db, 987654321, "guard"), undefined);
+      }));
+
     test("events: insert returns numeric ids, committed at resolve; get; validation; outlive their source", () =>
       withFresh(engine, async (db, target) => {
         await createSource(db, { id: "cam1", name: "Cam", kind: "device" });
@@ -417,6 +448,9 @@ for (const engine of engines) {
         assert.deepEqual(a, {
           id: a.id,
           ...ev({ kind: "violation", label: "no_mask", confidence: 0.75, snapshot: "snapshots/2024/a.jpg" }),
+          acknowledgedAt: null,
+          acknowledgedBy: null,
+          hasFrame: false,
         });
         assert.equal(await getEvent(db, 987654321), undefined);
 

@@ -29,6 +29,12 @@ export interface NewEvent {
 
 export interface EventRecord extends NewEvent {
   id: number;
+  /** Epoch ms when someone acknowledged it; null until then. */
+  acknowledgedAt: number | null;
+  /** Who acknowledged it (a user name or an API key's name). */
+  acknowledgedBy: string | null;
+  /** Whether the whole frame is stored with it (GET …/frame). */
+  hasFrame: boolean;
 }
 
 export const DEFAULT_EVENT_LIMIT = 100;
@@ -94,9 +100,14 @@ interface Row {
   confidence: number;
   box: string;
   snapshot: string | null;
+  acknowledged_at: number | null;
+  acknowledged_by: string | null;
+  has_frame: number | boolean | null;
 }
 
-const COLUMNS = "id, at, source_id, track_id, kind, label, confidence, box, snapshot";
+const COLUMNS =
+  "id, at, source_id, track_id, kind, label, confidence, box, snapshot, acknowledged_at, acknowledged_by, " +
+  "(SELECT COUNT(*) FROM snapshots s WHERE s.event_id = events.id AND s.frame IS NOT NULL) AS has_frame";
 
 function toRecord(r: Row): EventRecord {
   let box: Box = [0, 0, 0, 0];
@@ -116,6 +127,9 @@ function toRecord(r: Row): EventRecord {
     confidence: Number(r.confidence),
     box,
     snapshot: r.snapshot,
+    acknowledgedAt: r.acknowledged_at === null ? null : Number(r.acknowledged_at),
+    acknowledgedBy: r.acknowledged_by,
+    hasFrame: Number(r.has_frame ?? 0) > 0,
   };
 }
 
@@ -178,8 +192,16 @@ function checkSnapshotPath(p: unknown): void {
   }
 }
 
-/** Insert one event; committed when the promise resolves. */
-export async function insertEvent(db: Database, e: NewEvent, jpeg?: Uint8Array): Promise<EventRecord> {
+/**
+ * Insert one event, with its face JPEG and the whole frame as JPEG when given; committed when the promise
+ * resolves.
+ */
+export async function insertEvent(
+  db: Database,
+  e: NewEvent,
+  jpeg?: Uint8Array,
+  frame?: Uint8Array,
+): Promise<EventRecord> {
   const ev = checkEvent(jpeg ? { ...e, snapshot: SNAPSHOT_IN_DATABASE } : e);
   const insert = async (tx: Database) => {
     const rows = await tx.query<{ id: number }>(
@@ -189,8 +211,19 @@ export async function insertEvent(db: Database, e: NewEvent, jpeg?: Uint8Array):
     );
     const id = rows[0]?.id;
     if (id === undefined) throw new Error("INSERT … RETURNING id returned no row");
-    if (jpeg) await tx.run("INSERT INTO snapshots (event_id, jpeg) VALUES (?, ?)", [Number(id), jpeg]);
-    return { id: Number(id), ...ev };
+    if (jpeg)
+      await tx.run("INSERT INTO snapshots (event_id, jpeg, frame) VALUES (?, ?, ?)", [
+        Number(id),
+        jpeg,
+        frame ?? null,
+      ]);
+    return {
+      id: Number(id),
+      ...ev,
+      acknowledgedAt: null,
+      acknowledgedBy: null,
+      hasFrame: Boolean(jpeg && frame),
+    };
   };
   // The event and its image are one commit: never an event whose snapshot is missing.
   return jpeg ? db.transaction(insert) : insert(db);
@@ -209,6 +242,34 @@ export async function getSnapshot(db: Database, eventId: number): Promise<Uint8A
     eventId,
   ]);
   return rows[0]?.jpeg;
+}
+
+/** The whole frame stored with an event, or undefined. */
+export async function getFrame(db: Database, eventId: number): Promise<Uint8Array | undefined> {
+  if (!Number.isSafeInteger(eventId)) return undefined;
+  const rows = await db.query<{ frame: Uint8Array | null }>(
+    "SELECT frame FROM snapshots WHERE event_id = ?",
+    [eventId],
+  );
+  return rows[0]?.frame ?? undefined;
+}
+
+/**
+ * Mark an event acknowledged by `by` (kept as it was when already acknowledged: the first word stands).
+ * Returns the event, or undefined when there is none.
+ */
+export async function acknowledgeEvent(
+  db: Database,
+  id: number,
+  by: string,
+  at = Date.now(),
+): Promise<EventRecord | undefined> {
+  if (!Number.isSafeInteger(id)) return undefined;
+  await db.run(
+    "UPDATE events SET acknowledged_at = ?, acknowledged_by = ? WHERE id = ? AND acknowledged_at IS NULL",
+    [at, by.slice(0, 200), id],
+  );
+  return getEvent(db, id);
 }
 
 /** One event by id, or undefined. */

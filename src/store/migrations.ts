@@ -159,6 +159,19 @@ export const migrations: readonly Migration[] = [
       "CREATE INDEX sources_owner ON sources (owner, kind)",
     ],
   },
+  {
+    id: 7,
+    name: "event_review",
+    up: [
+      // A violation can be acknowledged (when, by whom), and keeps the whole frame beside the face.
+      "ALTER TABLE events ADD COLUMN acknowledged_at BIGINT",
+      "ALTER TABLE events ADD COLUMN acknowledged_by TEXT",
+      {
+        sqlite: "ALTER TABLE snapshots ADD COLUMN frame BLOB",
+        postgres: "ALTER TABLE snapshots ADD COLUMN frame BYTEA",
+      },
+    ],
+  },
 ];
 
 /** Migration 4's jobs table; the engines differ only in the type of the input bytes. */

@@ -330,8 +330,10 @@ export class SourceMonitor {
       this.lastViolation.set(track.id, frame.at);
       kind = "violation";
     }
-    const jpeg =
-      kind === "violation" && this.settings.snapshots ? await this.snapshot(frame, track) : undefined;
+    const saved = kind === "violation" && this.settings.snapshots;
+    const [jpeg, whole] = saved
+      ? await Promise.all([this.snapshot(frame, track), this.context(frame)])
+      : [undefined, undefined];
     const event = await insertEvent(
       this.deps.db,
       {
@@ -345,6 +347,7 @@ export class SourceMonitor {
         snapshot: null,
       },
       jpeg,
+      whole,
     );
     this.events++;
     this.latencyMs = Date.now() - frame.at;
@@ -365,6 +368,38 @@ export class SourceMonitor {
     }).extract({ left, top, width, height });
     if (this.settings.blur) img = img.blur(Math.max(4, side / 10));
     return img.jpeg({ quality: 85 }).toBuffer();
+  }
+
+  /**
+   * The whole frame, at most 960 px wide, for the violation's review; with blurring on, every face the
+   * tracker sees in it is blurred.
+   */
+  private async context(frame: Frame): Promise<Uint8Array> {
+    const { image } = frame;
+    const raw = { raw: { width: image.width, height: image.height, channels: 3 as const } };
+    let img = sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.length), raw);
+    if (this.settings.blur) {
+      const layers = [];
+      for (const t of this.tracker.tracks()) {
+        const [x1, y1, x2, y2] = t.box;
+        const left = clamp(Math.round(x1), 0, image.width - 1);
+        const top = clamp(Math.round(y1), 0, image.height - 1);
+        const width = clamp(Math.round(x2 - x1), 1, image.width - left);
+        const height = clamp(Math.round(y2 - y1), 1, image.height - top);
+        const blurred = await sharp(
+          Buffer.from(image.data.buffer, image.data.byteOffset, image.data.length),
+          raw,
+        )
+          .extract({ left, top, width, height })
+          .blur(Math.max(4, Math.max(width, height) / 10))
+          .png()
+          .toBuffer();
+        layers.push({ input: blurred, left, top });
+      }
+      if (layers.length) img = sharp(await img.composite(layers).png().toBuffer());
+    }
+    if (image.width > 960) img = img.resize({ width: 960 });
+    return img.jpeg({ quality: 75 }).toBuffer();
   }
 
   private onCaptureState(state: CaptureState, error?: string): void {

@@ -4,10 +4,12 @@ import { isAbsolute, join, normalize } from "node:path";
 import { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import {
+  acknowledgeEvent,
   type EventRecord,
   eventStats,
   eventTotals,
   getEvent,
+  getFrame,
   getSnapshot,
   listEvents,
   SNAPSHOT_IN_DATABASE,
@@ -94,6 +96,42 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
       },
     },
     async (request) => presentEvent(await mustGet(request.params.id)),
+  );
+
+  app.get<{ Params: { id: number } }>(
+    "/api/v1/events/:id/frame",
+    {
+      schema: {
+        summary: "The whole frame a violation was seen in (JPEG, at most 960 px wide)",
+        tags: ["events"],
+        params: { type: "object", properties: { id: { type: "integer", minimum: 1 } } },
+      },
+    },
+    async (request, reply) => {
+      const event = await mustGet(request.params.id);
+      const jpeg = await getFrame(db, event.id);
+      if (!jpeg) throw new HttpError(404, "no_frame", `event ${event.id} has no stored frame`);
+      reply.type("image/jpeg").header("cache-control", "private, max-age=86400");
+      return reply.send(Buffer.from(jpeg.buffer, jpeg.byteOffset, jpeg.byteLength));
+    },
+  );
+
+  app.post<{ Params: { id: number } }>(
+    "/api/v1/events/:id/acknowledge",
+    {
+      schema: {
+        summary: "Acknowledge an event (who and when are stored; the first acknowledgement stands)",
+        tags: ["events"],
+        params: { type: "object", properties: { id: { type: "integer", minimum: 1 } } },
+      },
+    },
+    async (request) => {
+      await mustGet(request.params.id);
+      const by = request.user?.username ?? request.apiKey?.name ?? "anonymous";
+      const event = await acknowledgeEvent(db, request.params.id, by);
+      if (!event) throw new HttpError(404, "not_found", `there is no event ${request.params.id}`);
+      return presentEvent(event);
+    },
   );
 
   app.get<{ Params: { id: number } }>(
@@ -304,6 +342,10 @@ export function presentEvent(e: EventRecord) {
     confidence: e.confidence,
     box: e.box,
     snapshot_url: e.snapshot ? `/api/v1/events/${e.id}/snapshot` : null,
+    has_frame: e.hasFrame,
+    frame_url: e.hasFrame ? `/api/v1/events/${e.id}/frame` : null,
+    acknowledged_at: e.acknowledgedAt === null ? null : new Date(e.acknowledgedAt).toISOString(),
+    acknowledged_by: e.acknowledgedBy,
   };
 }
 
