@@ -56,7 +56,10 @@ after(async () => {
 test("models list: table and --json", async () => {
   const table = await run("list");
   assert.equal(table.code, 0);
-  assert.match(table.out, /^ID\s+PULLED\s+SIZE\s+DEFAULT\s+LICENCE\s+SOURCE/);
+  assert.match(table.out, /^ID\s+INSTALLED\s+SIZE\s+DEFAULT\s+LICENCE\s+SOURCE/);
+  // The project's own models ship in the repository: installed even with an empty cache.
+  assert.match(table.out, /\nmask-classifier\s+yes\s+\d/);
+  assert.match(table.out, /\nmaskwatch-detector\s+yes\s+\d/);
   assert.match(
     table.out,
     /blazeface-back-256\s+no\s+-\s+yes\s+Apache-2\.0\s+npm:jp\.keijiro\.mediapipe\.blazeface@1\.2\.0/,
@@ -64,7 +67,12 @@ test("models list: table and --json", async () => {
   const json = await run("list", "--json");
   const rows = JSON.parse(json.out) as Array<{ id: string; pulled: boolean }>;
   assert.equal(rows.length, 14);
-  assert.ok(rows.every((r) => r.pulled === false));
+  const project = new Set(["maskwatch-detector", "mask-classifier"]);
+  assert.deepEqual(
+    rows.filter((r) => r.pulled).map((r) => r.id),
+    [...project],
+    "only the project's models are present in an empty cache",
+  );
 });
 
 test("models pull / verify through the CLI", {

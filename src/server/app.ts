@@ -21,6 +21,7 @@ import { eventRoutes } from "./routes/events.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { keyRoutes } from "./routes/keys.ts";
+import { modelRoutes } from "./routes/models.ts";
 import { monitorCompatRoutes } from "./routes/monitor-compat.ts";
 import { settingsRoutes } from "./routes/settings.ts";
 import { sourceRoutes } from "./routes/sources.ts";
@@ -137,6 +138,7 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
   await app.register(async (scope) => healthRoutes(scope, ctx));
   await app.register(async (scope) => compatRoutes(scope, ctx));
   await app.register(async (scope) => detectRoutes(scope, ctx));
+  await app.register(async (scope) => modelRoutes(scope, ctx));
   await app.register(async (scope) => keyRoutes(scope, ctx));
   await app.register(async (scope) => monitorCompatRoutes(scope, ctx));
   await app.register(async (scope) => sourceRoutes(scope, ctx));

@@ -59,6 +59,16 @@ export function toHttpError(err: unknown): HttpError {
     );
   const e = err as Partial<FastifyError> & { code?: string; retryAfterSeconds?: number };
   if (e.validation) return new HttpError(400, "invalid_parameters", e.message ?? "invalid parameters");
+  // A model missing on the server: say how to install it, not where the cache is.
+  const missing = e.code === "not_pulled" ? /model (\S+) is not in the cache/.exec(e.message ?? "") : null;
+  if (missing) {
+    return new HttpError(
+      503,
+      "model_not_installed",
+      `model ${missing[1]} is not installed on this server; an admin can install it from the console ` +
+        `(or POST /api/v1/models/pull, or run \`maskwatch models pull ${missing[1]}\`)`,
+    );
+  }
   if (e.code && STATUS_BY_CODE[e.code]) {
     const headers: Record<string, string> = {};
     if (e.code === "queue_full")

@@ -1,7 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { MODELS } from "../../models/registry.ts";
 import { drawFacesOnEncoded } from "../../vision/draw.ts";
-import { DETECTORS } from "../../vision/engine.ts";
 import {
   analyzeOptions,
   checkParams,
@@ -111,8 +110,7 @@ export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         "annotate_too_large",
         `annotate=true returns a JPEG, which holds at most ${MAX_JPEG_SIDE} px a side; this image is ${result.width}×${result.height}`,
       );
-    if (p.annotate)
-      body.annotated_jpeg = (await draw(image.bytes, result.faces)).toString("base64");
+    if (p.annotate) body.annotated_jpeg = (await draw(image.bytes, result.faces)).toString("base64");
     return body;
   };
 
@@ -188,26 +186,6 @@ export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Pr
       );
       return { results };
     },
-  );
-
-  app.get(
-    "/api/v1/models",
-    { schema: { summary: "Detectors and model files", tags: ["models"] } },
-    async () => ({
-      default_detector: ctx.config.detector,
-      detectors: Object.entries(DETECTORS).map(([id, spec]) => ({
-        id,
-        description: spec.description,
-        models: spec.models,
-      })),
-      models: MODELS.map((m) => ({
-        id: m.id,
-        version: m.version,
-        description: m.description,
-        licence: m.licence,
-        sha256: m.sha256,
-      })),
-    }),
   );
 }
 
