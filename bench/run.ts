@@ -6,7 +6,7 @@
  *   npm run bench -- [--detectors mtcnn,blazeface] [--runs 40] [--json out.json] [--compare old.json]
  *                    [--http [--http-seconds 10]]   (autocannon against the server on loopback)
  *                    [--stream [--stream-repeats 5]]  (one live source through the monitor, one ORT thread)
- *   npm run bench -- --classify [--classify-photos 40] [--classify-repeats 3] [--classify-detector maskwatch|none]
+ *   npm run bench -- --classify [--classify-photos 40] [--classify-repeats 3] [--classify-detector maskwatch|none] [--classify-threads n]
  *                    (only the mask classifier: ms per face for crop, network and both, batches 1/8/32)
  *   npm run bench -- --memory [--memory-workers 2]  (peak resident memory of a server under the heaviest legal requests)
  */
@@ -38,6 +38,7 @@ const { values: args } = parseArgs({
     "classify-photos": { type: "string", default: "40" },
     "classify-repeats": { type: "string", default: "3" },
     "classify-detector": { type: "string", default: "maskwatch" },
+    "classify-threads": { type: "string" },
     memory: { type: "boolean", default: false },
     "memory-workers": { type: "string", default: "2" },
     help: { type: "boolean", short: "h", default: false },
@@ -46,13 +47,14 @@ const { values: args } = parseArgs({
 
 const USAGE = `usage: npm run bench -- [--detectors mtcnn,blazeface] [--runs 40] [--image file.jpg] [--json out.json] [--compare old.json]
                       [--http [--http-seconds 10]] [--stream [--stream-repeats 5]]
-       npm run bench -- --classify [--classify-photos 40] [--classify-repeats 3] [--classify-detector maskwatch|none] [--json out.json]
+       npm run bench -- --classify [--classify-photos 40] [--classify-repeats 3] [--classify-detector maskwatch|none] [--classify-threads n] [--json out.json]
        npm run bench -- --memory [--memory-workers 2] [--json out.json]
 
 Detectors: per-stage median/p90 ms on a 640x480 and a 1920x1080 JPEG, then the mask classifier on the
 640x480 photo's faces. --classify: only the mask classifier, on Kaggle test photos (MASKWATCH_DATA or
 MASKWATCH_SHARED/datasets): median ms per face for the crop, the network and both, at batch sizes
-${BATCH_SIZES.join("/")}, for ground-truth boxes and for detected faces (eye landmarks: rotated crops).
+${BATCH_SIZES.join("/")}, for ground-truth boxes and for detected faces (eye landmarks: rotated crops);
+--classify-threads n: ONNX Runtime threads (default all cores; the server's workers use 1).
 --memory: a server process with that many workers and default limits gets the heaviest legal requests (36-40 MP
 images, annotate, MTCNN at its floors, batches), several at once; peak resident memory per mix and overall.`;
 
@@ -78,7 +80,9 @@ async function main(): Promise<void> {
     return;
   }
   if (args.classify) {
-    const engine = new Engine();
+    // --classify-threads 1: as each server worker runs (MASKWATCH_THREADS); default all cores.
+    const threads = args["classify-threads"] ? Number(args["classify-threads"]) : undefined;
+    const engine = new Engine({ threads });
     const detector = args["classify-detector"] === "none" ? null : args["classify-detector"];
     const result = await benchClassify(engine, {
       photos: Number(args["classify-photos"]),
