@@ -90,6 +90,11 @@ export interface EventItem {
   confidence: number;
   box: Box;
   snapshot_url: string | null;
+  /** When and by whom it was acknowledged (null: not yet; absent from older servers). */
+  acknowledged_at?: string | null;
+  acknowledged_by?: string | null;
+  /** Whether the whole frame is stored (GET /api/v1/events/:id/frame). */
+  has_frame?: boolean;
 }
 
 export interface EventsPage {
@@ -144,11 +149,28 @@ export interface DetectorInfo {
   id: string;
   description: string;
   models: string[];
+  /** false: an optional detector whose models are not on the server yet (absent: assume installed). */
+  installed?: boolean;
+}
+
+export interface ModelInfo {
+  id: string;
+  version?: string;
+  description?: string;
+  installed?: boolean;
 }
 
 export interface ModelsInfo {
   default_detector: string;
   detectors: DetectorInfo[];
+  models?: ModelInfo[];
+}
+
+/** POST /api/v1/models/pull's answer. */
+export interface PullAnswer {
+  detector: string;
+  installed: boolean;
+  models: { id: string; status: string }[];
 }
 
 export interface Face {

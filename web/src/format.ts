@@ -3,7 +3,7 @@ import type { MaskLabel } from "./api.ts";
 export const LABEL_TEXT: Record<MaskLabel, string> = {
   mask: "Mask",
   no_mask: "No mask",
-  incorrect: "Incorrect",
+  incorrect: "Mask worn incorrectly",
 };
 
 /** Box colours by label, the same on every canvas (no label yet: grey). */

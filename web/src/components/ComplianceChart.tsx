@@ -80,9 +80,14 @@ export function ComplianceChart({ buckets, bucket }: { buckets: ChartBucket[]; b
             yAxisID: "rate",
             borderColor: color("--green"),
             backgroundColor: color("--green"),
-            pointRadius: 2,
+            borderWidth: 3,
+            pointRadius: 4,
+            pointHoverRadius: 6,
             tension: 0.25,
-            spanGaps: false,
+            // Hours without labelled faces have no rate: the line joins the hours that do.
+            spanGaps: true,
+            // Drawn over the bars.
+            order: 0,
           },
           {
             type: "bar",
@@ -91,6 +96,7 @@ export function ComplianceChart({ buckets, bucket }: { buckets: ChartBucket[]; b
             yAxisID: "count",
             backgroundColor: color("--red-soft"),
             borderRadius: 3,
+            order: 1,
           },
         ],
       },
@@ -109,12 +115,19 @@ export function ComplianceChart({ buckets, bucket }: { buckets: ChartBucket[]; b
             position: "left",
             min: 0,
             max: 100,
+            title: {
+              display: true,
+              text: "Compliance (%)",
+              color: color("--green"),
+              font: { weight: "bold" },
+            },
             ticks: { color: color("--text-muted"), callback: (v) => `${v}%` },
             grid: { color: color("--border") },
           },
           count: {
             position: "right",
             beginAtZero: true,
+            title: { display: true, text: "Violations", color: color("--red"), font: { weight: "bold" } },
             ticks: { color: color("--text-muted"), precision: 0 },
             grid: { display: false },
           },
@@ -142,7 +155,12 @@ export function ComplianceChart({ buckets, bucket }: { buckets: ChartBucket[]; b
     ? `Compliance per ${bucket}, from ${Math.min(...known.map((b) => b.compliance ?? 0)).toFixed(0)}% to ${Math.max(...known.map((b) => b.compliance ?? 0)).toFixed(0)}%.`
     : `No labelled faces in this period.`;
   return (
-    <div className="chart">
+    <div
+      className="chart"
+      data-testid="compliance-chart"
+      data-compliance-points={known.length}
+      data-axis-titles="Compliance (%)|Violations"
+    >
       <canvas ref={canvas} role="img" aria-label={summary} />
     </div>
   );

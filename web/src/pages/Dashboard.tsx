@@ -135,12 +135,13 @@ export function DashboardPage() {
         />
         <Counter label="Mask" value={formatNumber(totals?.mask)} tone="green" />
         <Counter label="No mask" value={formatNumber(totals?.no_mask)} tone="red" />
-        <Counter label="Incorrect" value={formatNumber(totals?.incorrect)} tone="amber" />
+        <Counter label="Worn incorrectly" value={formatNumber(totals?.incorrect)} tone="amber" />
         <Counter label="Compliance" value={percent(totals?.compliance_rate, 1)} />
         <Counter
           label="Sources running"
           value={sources.data ? `${running} / ${all.length}` : "—"}
-          hint={sources.error ?? undefined}
+          hint={sources.error ?? (sources.data ? "running now, of all sources" : undefined)}
+          testId="sources-running"
         />
       </section>
 
@@ -193,14 +194,16 @@ function Counter({
   value,
   hint,
   tone,
+  testId,
 }: {
   label: string;
   value: string;
   hint?: string;
   tone?: "green" | "red" | "amber";
+  testId?: string;
 }) {
   return (
-    <div className={tone ? `card card-${tone}` : "card"}>
+    <div className={tone ? `card card-${tone}` : "card"} data-testid={testId}>
       <p className="card-label">{label}</p>
       <p className="card-value">{value}</p>
       {hint && <p className="card-hint">{hint}</p>}

@@ -1,5 +1,6 @@
 import { type FormEvent, type ReactNode, useEffect, useState } from "react";
 import { api, errorMessage, type ModelsInfo, type Role, type Settings, type UserRecord } from "../api.ts";
+import { DetectorMissing, DetectorOptions } from "../components/Detectors.tsx";
 import { EmptyState, ErrorNotice, Loading } from "../components/Feedback.tsx";
 import { PageHeader } from "../components/Layout.tsx";
 import { useConfirm } from "../components/Modal.tsx";
@@ -173,13 +174,16 @@ function MonitoringSettings({ editable }: { editable: boolean }) {
                 value={String(draft.stream_detector)}
                 onChange={(e) => set({ stream_detector: e.target.value })}
               >
-                {(models.data?.detectors.map((d) => d.id) ?? [String(draft.stream_detector)]).map((id) => (
-                  <option key={id} value={id}>
-                    {id}
-                  </option>
-                ))}
+                {models.data ? (
+                  <DetectorOptions detectors={models.data.detectors} />
+                ) : (
+                  <option value={String(draft.stream_detector)}>{String(draft.stream_detector)}</option>
+                )}
               </select>
             </Field>
+            <div className="field-wide detector-missing-slot">
+              <DetectorMissing models={models} detector={String(draft.stream_detector)} isAdmin={editable} />
+            </div>
             {NUMBER_FIELDS.map((f) => (
               <Field key={f.key} label={f.label} help={f.help}>
                 <input

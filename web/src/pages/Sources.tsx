@@ -43,6 +43,7 @@ export function SourcesPage() {
   const [confirmElement, confirm] = useConfirm();
   const [actionError, setActionError] = useState<string | null>(null);
   const [busy, setBusy] = useState<string | null>(null);
+  const [editing, setEditing] = useState<string | null>(null);
 
   const act = async (source: Source, action: "start" | "stop" | "delete") => {
     if (
@@ -87,6 +88,19 @@ export function SourcesPage() {
         <ul className="source-list" aria-label="Sources">
           {list.map((s) => {
             const active = ACTIVE_STATES.has(s.status.state);
+            const running = s.status.state === "running";
+            if (editing === s.id)
+              return (
+                <li key={s.id} className="panel source" data-testid="source-row">
+                  <EditSource
+                    source={s}
+                    onDone={(changed) => {
+                      setEditing(null);
+                      if (changed) sources.reload();
+                    }}
+                  />
+                </li>
+              );
             return (
               <li key={s.id} className="panel source" data-testid="source-row">
                 <div className="source-head">
@@ -101,16 +115,17 @@ export function SourcesPage() {
                       <code>{s.url}</code>
                     </>
                   )}
+                  {s.options.fps !== undefined && ` · ${s.options.fps} fps`}
                   {s.options.loop && " · loops"}
                 </p>
                 <dl className="stats-row">
                   <div>
                     <dt>FPS</dt>
-                    <dd>{s.status.fps.toFixed(1)}</dd>
+                    <dd>{running ? s.status.fps.toFixed(1) : "—"}</dd>
                   </div>
                   <div>
                     <dt>Faces</dt>
-                    <dd>{s.status.faces}</dd>
+                    <dd>{running ? s.status.faces : "—"}</dd>
                   </div>
                   <div>
                     <dt>Frames</dt>
@@ -130,7 +145,7 @@ export function SourcesPage() {
                 )}
                 <div className="actions">
                   {s.kind !== "browser" && (
-                    <Link className="button button-small" to={`/live?source=${encodeURIComponent(s.id)}`}>
+                    <Link className="button button-small" to={`/live?sources=${encodeURIComponent(s.id)}`}>
                       Watch
                     </Link>
                   )}
@@ -144,6 +159,16 @@ export function SourcesPage() {
                       >
                         {active ? "Stop" : "Start"}
                       </button>
+                      {s.kind !== "browser" && (
+                        <button
+                          type="button"
+                          className="button button-small"
+                          disabled={busy === s.id}
+                          onClick={() => setEditing(s.id)}
+                        >
+                          Edit<span className="visually-hidden"> {s.name}</span>
+                        </button>
+                      )}
                       <button
                         type="button"
                         className="button button-small button-danger-quiet"
@@ -275,5 +300,93 @@ function AddSource({ onAdded }: { onAdded(): void }) {
         </div>
       </form>
     </section>
+  );
+}
+
+/** A source's name, address, frame rate and looping, changed in place (a running source restarts). */
+function EditSource({ source, onDone }: { source: Source; onDone(changed: boolean): void }) {
+  const spec = KINDS[source.kind];
+  const [name, setName] = useState(source.name);
+  const [url, setUrl] = useState(source.url ?? "");
+  const [fps, setFps] = useState(source.options.fps === undefined ? "" : String(source.options.fps));
+  const [loop, setLoop] = useState(source.options.loop ?? false);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    // The server replaces the options as a whole: keep the ones this form does not show.
+    const { fps: _fps, loop: _loop, ...rest } = source.options;
+    const options: SourceInput["options"] = { ...rest };
+    if (fps) options.fps = Number(fps);
+    if (source.kind === "file") options.loop = loop;
+    try {
+      await api<Source>(`/api/v1/sources/${encodeURIComponent(source.id)}`, {
+        method: "PATCH",
+        body: { name: name.trim(), ...(spec.urlLabel ? { url: url.trim() } : {}), options },
+      });
+      onDone(true);
+    } catch (err) {
+      setError(errorMessage(err));
+      setBusy(false);
+    }
+  };
+
+  return (
+    <form className="form form-grid" onSubmit={submit} aria-label={`Edit ${source.name}`}>
+      <h2 className="field-wide source-name">Edit “{source.name}”</h2>
+      <label className="field">
+        <span>Name</span>
+        <input value={name} required maxLength={100} onChange={(e) => setName(e.target.value)} />
+      </label>
+      {spec.urlLabel && (
+        <label className="field field-wide">
+          <span>{spec.urlLabel}</span>
+          <input
+            value={url}
+            required
+            placeholder={spec.placeholder}
+            spellCheck={false}
+            onChange={(e) => setUrl(e.target.value)}
+          />
+        </label>
+      )}
+      <label className="field">
+        <span>Frames per second</span>
+        <input
+          type="number"
+          min={0.1}
+          max={60}
+          step="any"
+          placeholder="server default"
+          value={fps}
+          onChange={(e) => setFps(e.target.value)}
+        />
+      </label>
+      {source.kind === "file" && (
+        <label className="check">
+          <input type="checkbox" checked={loop} onChange={(e) => setLoop(e.target.checked)} />
+          Loop the file
+        </label>
+      )}
+      {ACTIVE_STATES.has(source.status.state) && (
+        <p className="muted field-wide">Saving restarts the source with the new settings.</p>
+      )}
+      {error && (
+        <p className="notice notice-error field-wide" role="alert">
+          {error}
+        </p>
+      )}
+      <div className="field-wide actions">
+        <button type="submit" className="button button-primary" disabled={busy}>
+          Save changes
+        </button>
+        <button type="button" className="button" onClick={() => onDone(false)} disabled={busy}>
+          Cancel
+        </button>
+      </div>
+    </form>
   );
 }

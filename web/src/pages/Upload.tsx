@@ -1,9 +1,20 @@
 import { type DragEvent, useEffect, useId, useMemo, useRef, useState } from "react";
-import { api, type DetectResult, errorMessage, isAbort, type ModelsInfo, query } from "../api.ts";
+import {
+  api,
+  type DetectResult,
+  errorMessage,
+  isAbort,
+  type MaskLabel,
+  type ModelsInfo,
+  query,
+} from "../api.ts";
+import { DetectorMissing, DetectorOptions, isInstalled } from "../components/Detectors.tsx";
 import { ErrorNotice } from "../components/Feedback.tsx";
 import { PageHeader } from "../components/Layout.tsx";
+import { displayScale, drawAnnotations, type Rect } from "../draw.ts";
 import { LABEL_TEXT, labelColor, percent } from "../format.ts";
 import { useDebounced, useDocumentTitle, useFetch } from "../hooks.ts";
+import { useSession } from "../session.tsx";
 
 /** Detection parameters; null means "the server's default". */
 interface Controls {
@@ -57,6 +68,7 @@ interface Picture {
 
 export function UploadPage() {
   useDocumentTitle("Upload");
+  const { isAdmin } = useSession();
   const models = useFetch<ModelsInfo>("/api/v1/models");
   const [controls, setControls] = useState<Controls>(INITIAL);
   const [picture, setPicture] = useState<Picture | null>(null);
@@ -65,8 +77,12 @@ export function UploadPage() {
   const [running, setRunning] = useState(false);
   const [dragging, setDragging] = useState(false);
   const canvas = useRef<HTMLCanvasElement>(null);
+  const [labels, setLabels] = useState<Rect[]>([]);
+  const [shownWidth, setShownWidth] = useState(0);
 
   const detector = controls.detector || models.data?.default_detector || "";
+  // A detector the server lacks would only answer 503: offer to install it instead.
+  const usable = isInstalled(models.data?.detectors.find((d) => d.id === detector));
   // Moving a slider waits for it to rest; the default detector becoming known does not.
   const settled = useDebounced(controls, 300);
   const params = detectQuery({ ...settled, detector: settled.detector || detector });
@@ -93,7 +109,7 @@ export function UploadPage() {
   };
 
   useEffect(() => {
-    if (!picture || !detector) return;
+    if (!picture || !detector || !usable) return;
     const controller = new AbortController();
     setRunning(true);
     api<DetectResult>(`/api/v1/detect${params}`, { body: picture.bytes, signal: controller.signal })
@@ -108,14 +124,24 @@ export function UploadPage() {
         if (!controller.signal.aborted) setRunning(false);
       });
     return () => controller.abort();
-  }, [picture, params, detector]);
+  }, [picture, params, detector, usable]);
 
   const result = answer && answer.picture === picture ? answer.result : null;
   const facesDrawn = result?.faces.length ?? 0;
 
+  // Captions are sized for the size the picture is shown at: redrawn when that changes.
   useEffect(() => {
-    if (canvas.current && picture) drawResult(canvas.current, picture.bitmap, result);
-  }, [picture, result]);
+    const element = canvas.current;
+    if (!element) return;
+    const observer = new ResizeObserver(() => setShownWidth(Math.round(element.clientWidth / 8) * 8));
+    observer.observe(element);
+    return () => observer.disconnect();
+  }, []);
+
+  // biome-ignore lint/correctness/useExhaustiveDependencies: shownWidth is the redraw trigger
+  useEffect(() => {
+    if (canvas.current && picture) setLabels(drawResult(canvas.current, picture.bitmap, result));
+  }, [picture, result, shownWidth]);
 
   const download = () => {
     const element = canvas.current;
@@ -138,6 +164,7 @@ export function UploadPage() {
   };
 
   const totalMs = result ? Object.values(result.timings_ms).reduce((a, b) => a + b, 0) : 0;
+  const counts = result ? countLabels(result) : [];
   const json = useMemo(() => (result ? JSON.stringify(result, null, 2) : ""), [result]);
 
   return (
@@ -179,13 +206,10 @@ export function UploadPage() {
               disabled={!models.data}
               onChange={(e) => set({ detector: e.target.value, threshold: null })}
             >
-              {models.data?.detectors.map((d) => (
-                <option key={d.id} value={d.id} title={d.description}>
-                  {d.id}
-                </option>
-              ))}
+              <DetectorOptions detectors={models.data?.detectors ?? []} />
             </select>
           </label>
+          <DetectorMissing models={models} detector={detector} isAdmin={isAdmin} />
           {models.error && <ErrorNotice message={`Detectors: ${models.error}`} onRetry={models.reload} />}
 
           <Slider
@@ -250,17 +274,30 @@ export function UploadPage() {
           <p className="muted" aria-live="polite">
             {!picture
               ? "Choose or drop an image to find its faces."
-              : running
-                ? "Detecting…"
-                : result
-                  ? `${result.faces.length} ${result.faces.length === 1 ? "face" : "faces"} · ${result.detector} · ${Math.round(totalMs)} ms`
-                  : ""}
+              : !usable
+                ? `${detector} is not installed: choose another detector.`
+                : running
+                  ? "Detecting…"
+                  : result
+                    ? `${result.faces.length} ${result.faces.length === 1 ? "face" : "faces"} · ${result.detector} · ${Math.round(totalMs)} ms`
+                    : ""}
           </p>
+          {counts.length > 0 && (
+            <ul className="label-counts" data-testid="upload-counts" aria-label="Faces per label">
+              {counts.map((c) => (
+                <li key={c.key} data-label={c.key} data-count={c.count}>
+                  <span className="swatch" style={{ background: c.color }} />
+                  {c.text}: <strong>{c.count}</strong>
+                </li>
+              ))}
+            </ul>
+          )}
           <canvas
             ref={canvas}
             className={picture ? "upload-canvas" : "upload-canvas upload-canvas-empty"}
             data-testid="upload-canvas"
             data-faces={facesDrawn}
+            data-labels={JSON.stringify(labels.map((r) => [r.x, r.y, r.w, r.h].map(Math.round)))}
             role="img"
             aria-label={
               picture ? `${picture.file.name} with ${facesDrawn} faces marked` : "No image chosen yet"
@@ -320,40 +357,49 @@ function Slider({ label, value, fallback, onChange, min = 0, max = 1, step = 0.0
   );
 }
 
-/** The image with each face's box, landmarks and "score · mask label", scaled to the image size. */
-function drawResult(canvas: HTMLCanvasElement, bitmap: ImageBitmap, result: DetectResult | null) {
-  canvas.width = bitmap.width;
-  canvas.height = bitmap.height;
-  const ctx = canvas.getContext("2d");
-  if (!ctx) return;
-  ctx.drawImage(bitmap, 0, 0);
-  if (!result) return;
-  const side = Math.max(bitmap.width, bitmap.height);
-  const line = Math.max(2, Math.round(side / 250));
-  const font = Math.max(13, Math.round(side / 36));
-  ctx.font = `600 ${font}px system-ui, sans-serif`;
-  ctx.textBaseline = "top";
+/** Faces per label, in a fixed order, the labels present only. */
+function countLabels(result: DetectResult): { key: string; text: string; color: string; count: number }[] {
+  const order: (MaskLabel | "face")[] = ["mask", "incorrect", "no_mask", "face"];
+  const counts = new Map<string, number>();
   for (const face of result.faces) {
-    const [x1, y1, x2, y2] = face.box;
-    const color = face.mask ? labelColor(face.mask.label) : FACE_COLOR;
-    ctx.strokeStyle = color;
-    ctx.lineWidth = line;
-    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    ctx.fillStyle = color;
-    for (const [x, y] of Object.values(face.landmarks ?? {})) {
-      ctx.beginPath();
-      ctx.arc(x, y, line * 1.2, 0, Math.PI * 2);
-      ctx.fill();
-    }
-    const text = face.mask
-      ? `${LABEL_TEXT[face.mask.label]} ${percent(face.mask.score)} · ${face.score.toFixed(2)}`
-      : face.score.toFixed(2);
-    const width = ctx.measureText(text).width + 8;
-    const height = font + 6;
-    const top = y1 - height >= 0 ? y1 - height : y2;
-    const left = Math.max(0, Math.min(x1 - line / 2, canvas.width - width));
-    ctx.fillRect(left, top, width, height);
-    ctx.fillStyle = "#fff";
-    ctx.fillText(text, left + 4, top + 3);
+    const key = face.mask?.label ?? "face";
+    counts.set(key, (counts.get(key) ?? 0) + 1);
   }
+  return order
+    .filter((key) => counts.has(key))
+    .map((key) => ({
+      key,
+      text: key === "face" ? "Faces (masks not checked)" : LABEL_TEXT[key],
+      color: key === "face" ? FACE_COLOR : labelColor(key),
+      count: counts.get(key) ?? 0,
+    }));
+}
+
+/**
+ * The image with each face's box, landmarks and "Mask 93% · 0.99" on a filled band, sized for the
+ * size the canvas is shown at; returns where the captions went (image pixels).
+ */
+function drawResult(canvas: HTMLCanvasElement, bitmap: ImageBitmap, result: DetectResult | null): Rect[] {
+  if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+    canvas.width = bitmap.width;
+    canvas.height = bitmap.height;
+  }
+  const ctx = canvas.getContext("2d");
+  if (!ctx) return [];
+  ctx.drawImage(bitmap, 0, 0);
+  if (!result) return [];
+  return drawAnnotations(
+    ctx,
+    canvas.width,
+    canvas.height,
+    result.faces.map((face) => ({
+      box: face.box,
+      color: face.mask ? labelColor(face.mask.label) : FACE_COLOR,
+      text: face.mask
+        ? `${LABEL_TEXT[face.mask.label]} ${percent(face.mask.score)} · ${face.score.toFixed(2)}`
+        : face.score.toFixed(2),
+      points: Object.values(face.landmarks ?? {}),
+    })),
+    displayScale(canvas),
+  );
 }
