@@ -137,6 +137,10 @@ async function main(): Promise<number> {
     return 2;
   }
   if (a["classify-gt"]) {
+    if (a.pred || a.mask) {
+      console.error("eval: --classify-gt classifies ground-truth boxes: it takes no --pred or --mask");
+      return 2;
+    }
     const maskThreshold =
       a["mask-threshold"] !== undefined ? Number(a["mask-threshold"]) : DEFAULT_MASK_THRESHOLD;
     if (!(maskThreshold >= 0 && maskThreshold <= 1)) {
