@@ -326,6 +326,27 @@ test("health, readiness, metrics and the OpenAPI document", async (t) => {
   ]) {
     assert.ok(paths.includes(p), `${p} in the OpenAPI document`);
   }
+  // Upload endpoints describe a multipart body with a binary file, so "Try it out" can send one.
+  type Spec = {
+    paths: Record<string, { post?: { requestBody?: { content: Record<string, { schema: unknown }> } } }>;
+  };
+  const described = (spec.body as Spec).paths;
+  for (const [p, field] of [
+    ["/detect", "file"],
+    ["/api/v1/detect", "file"],
+    ["/api/v1/detect/batch", "files"],
+    ["/api/v1/jobs", "file"],
+  ] as const) {
+    const multipart = described[p]?.post?.requestBody?.content["multipart/form-data"]?.schema as
+      | { properties: Record<string, { format?: string; items?: { format?: string } }> }
+      | undefined;
+    const prop = multipart?.properties[field];
+    assert.equal(
+      prop?.format ?? prop?.items?.format,
+      "binary",
+      `${p}: multipart ${field} in ${JSON.stringify(described[p])}`,
+    );
+  }
   const docs = await fetch(`${server!.url}/docs/`);
   assert.equal(docs.status, 200);
   const headers = (await fetch(`${server!.url}/health`)).headers;

@@ -3,6 +3,7 @@ import type { ServerContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
 import { readImage } from "../image-input.ts";
 import { requestControl } from "../job-control.ts";
+import { documentedBody, MULTIPART_IMAGE } from "../openapi.ts";
 
 const ONET_DEFAULT = 0.7;
 
@@ -39,6 +40,7 @@ export async function compatRoutes(app: FastifyInstance, ctx: ServerContext): Pr
   }>(
     "/detect",
     {
+      config: documentedBody(MULTIPART_IMAGE),
       schema: {
         summary: "Detect faces (compatible with the FastAPI + MTCNN service)",
         tags: ["compatible"],

@@ -13,6 +13,7 @@ import type { ServerContext } from "../context.ts";
 import { HttpError, toHttpError } from "../errors.ts";
 import { fromBase64, readImage, readMultipart, type UploadedImage } from "../image-input.ts";
 import { requestControl } from "../job-control.ts";
+import { ANY_IMAGE, documentedBody, IMAGES } from "../openapi.ts";
 
 const querystring = {
   type: "object",
@@ -117,6 +118,7 @@ export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Pr
   app.post<{ Querystring: DetectParams }>(
     "/api/v1/detect",
     {
+      config: documentedBody(ANY_IMAGE),
       schema: {
         summary: "Detect faces (and masks) in one image",
         description:
@@ -137,6 +139,7 @@ export async function detectRoutes(app: FastifyInstance, ctx: ServerContext): Pr
   app.post<{ Querystring: DetectParams }>(
     "/api/v1/detect/batch",
     {
+      config: documentedBody(IMAGES),
       schema: {
         summary: `Detect faces in up to ${MAX_BATCH} images: a result or an error per image`,
         description:

@@ -20,6 +20,7 @@ import {
 import { requireScope } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
+import { documentedBody, JOB_INPUT } from "../openapi.ts";
 
 /** The options of a job: those of /api/v1/detect (but annotate), and for videos the sampling. */
 const { annotate: _annotate, ...detectProperties } = DETECT_PARAM_PROPERTIES;
@@ -107,6 +108,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ServerContext): Promi
   app.post<{ Querystring: JobParams }>(
     "/api/v1/jobs",
     {
+      config: documentedBody(JOB_INPUT),
       schema: {
         summary: "Start a batch job: a zip of images, a video, or a server folder",
         description:
