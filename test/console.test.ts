@@ -208,6 +208,12 @@ test("upload: a detector that is not installed is marked, and an admin can insta
     assert.deepEqual(detects, [], "no detection is asked of a detector that is not installed");
     // Chromium logs the refused pull (a 502) itself: that one is expected.
     for (let i = errors.length - 1; i >= 0; i--) if (errors[i].includes("status of 502")) errors.splice(i, 1);
+    // The live detector in Settings is marked the same way.
+    await page.goto("/settings");
+    const stream = page.getByLabel("Stream detector");
+    await stream.locator("option", { hasText: "yunet (not installed)" }).waitFor({ state: "attached" });
+    await stream.selectOption("yunet");
+    await page.getByTestId("detector-missing").getByRole("button", { name: "Install" }).waitFor();
     // Installing works from a fresh page too (no picture: nothing is detected meanwhile).
     await page.goto("/upload");
     await select.selectOption("yunet");
@@ -392,6 +398,7 @@ test("violations: the person who took the mask off is in the table and in the CS
   assert.equal(await page.getByLabel("Label").inputValue(), "no_mask");
   assert.equal(await page.getByLabel("From", { exact: true }).inputValue(), local);
   assert.ok(page.url().includes("label=no_mask"), page.url());
+  await screenshot(page, "violations-filtered");
 
   // The dialog: the whole frame, the next and previous violation, and acknowledging it.
   const count = await rows.count();
