@@ -669,5 +669,16 @@ test("every page renders; a phone-sized screen too; no console errors anywhere",
     await screenshot(page, name);
     assert.ok((await horizontalOverflow(page)) <= 0, `${path} scrolls sideways at 390 px`);
   }
+  // The violation dialog fits a phone too.
+  await page.goto("/violations");
+  await page.getByTestId("violation-row").first().getByRole("button").first().click();
+  const details = page.getByTestId("violation-details");
+  await details.waitFor();
+  const dialog = await box(page.locator("dialog[open]"));
+  assert.ok(dialog.x >= 0 && dialog.x + dialog.width <= PHONE.width, `dialog ${JSON.stringify(dialog)}`);
+  for (const name of [/Previous/, /Next/])
+    assert.ok(await details.getByRole("button", { name }).isVisible(), `${name} shown at 390 px`);
+  await screenshot(page, "violation-dialog-phone");
+  await page.keyboard.press("Escape");
   assert.deepEqual(errors, []);
 });
