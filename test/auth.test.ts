@@ -287,12 +287,25 @@ test("sign-in attempts are limited per client address (10 a minute by default)",
 describe("without an admin password: the one-time setup code", () => {
   test("the code from the log makes the first admin, once", async () => {
     const log = join(dir, "setup.log");
-    const server = await serve({ name: "setup", MASKWATCH_LOG_FILE: log });
+    // The code is also printed as a plain line on stderr, where a new user looks.
+    let printed = "";
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+      printed += String(chunk);
+      return write(chunk, ...rest);
+    }) as typeof process.stderr.write;
+    const server = await serve({ name: "setup", MASKWATCH_LOG_FILE: log }).finally(() => {
+      process.stderr.write = write;
+    });
     try {
       const c = new Client(server.url);
       assert.deepEqual((await c.call("GET", "/api/v1/auth/setup")).json, { needed: true });
       const code = /setup code ([A-Z0-9]{4}-[A-Z0-9]{4})/.exec(await readFile(log, "utf8"))?.[1];
       assert.ok(code, "the setup code is in the log");
+      assert.match(
+        printed,
+        new RegExp(`\\n  Maskwatch setup code: ${code}\\n  Open http://127\\.0\\.0\\.1:\\d+/ `),
+      );
       const wrong = await c.call("POST", "/api/v1/auth/setup", {
         setup_code: "AAAA-AAAA",
         username: "boss",
@@ -307,6 +320,15 @@ describe("without an admin password: the one-time setup code", () => {
       });
       assert.equal(made.status, 201);
       assert.ok(c.cookie, "signed in at once");
+      assert.ok(
+        Date.parse((made.json.user as { last_login_at: string }).last_login_at) > 0,
+        "setting up is the admin's first sign-in",
+      );
+      const listed = (await c.call("GET", "/api/v1/users")).json.users as {
+        username: string;
+        last_login_at: string;
+      }[];
+      assert.ok(Date.parse(listed.find((u) => u.username === "boss")!.last_login_at) > 0);
       assert.equal((await c.call("GET", "/api/v1/auth/session")).json.user && true, true);
       const again = await new Client(server.url).call("POST", "/api/v1/auth/setup", {
         setup_code: code,

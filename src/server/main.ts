@@ -106,6 +106,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
   let closing: Promise<void> | undefined;
   // Listen first: /health answers while the models load; /ready says when they have.
   const url = await app.listen({ port: config.port, host: config.host });
+  // The code is what a new user looks for first: a plain line, not only inside a JSON log line.
+  if (admin.setupCode && config.logLevel !== "silent")
+    process.stderr.write(
+      `\n  Maskwatch setup code: ${admin.setupCode}\n  Open ${url.replace("0.0.0.0", "localhost")}/ and enter it to make the first admin.\n\n`,
+    );
   if (cluster)
     cluster.leases.address = (config.advertiseUrl ?? advertisedUrl(config, url)).replace(/\/+$/, "");
   pool.start().then(

@@ -149,6 +149,11 @@ export async function getUser(db: Database, idOrUsername: string): Promise<UserR
   return row ? toRecord(row) : undefined;
 }
 
+/** Record a sign-in that did not go through verifyUser (the first admin, made on the setup screen). */
+export async function recordSignIn(db: Database, id: string, now: number = Date.now()): Promise<void> {
+  await db.run("UPDATE users SET last_login_at = ? WHERE id = ?", [now, id]);
+}
+
 /**
  * The user whose username and password match, with lastLoginAt set to `now`; undefined otherwise. An unknown
  * username costs the same scrypt work as a wrong password, so timing does not tell which it was.

@@ -7,6 +7,7 @@ import {
   deleteUser,
   getUser,
   listUsers,
+  recordSignIn,
   setPassword,
   type UserRecord,
   verifyUser,
@@ -98,8 +99,12 @@ export async function authRoutes(app: FastifyInstance, ctx: ServerContext): Prom
           "invalid_setup_code",
           "the setup code does not match the one in the server log",
         );
-      const user = await createUser(ctx.db, { ...request.body, role: "admin" });
+      const created = await createUser(ctx.db, { ...request.body, role: "admin" });
       await spendSetupCode(ctx.db);
+      // Setting up signs the admin in: that is their first sign-in.
+      const now = Date.now();
+      await recordSignIn(ctx.db, created.id, now);
+      const user = { ...created, lastLoginAt: now };
       request.log.info({ user: user.username }, "first admin made through the setup screen");
       const { token, session } = await createSession(ctx.db, user.id, { ttlMs });
       setSessionCookie(reply, request, ctx, token);
