@@ -7,11 +7,13 @@
  * fit a 390 px phone. Screenshots of every page go to test-artifacts/console/.
  */
 import assert from "node:assert/strict";
-import { copyFile, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { Browser, BrowserContext, Locator, Page } from "playwright-core";
+import { findModel } from "../src/models/registry.ts";
+import { modelDir } from "../src/models/store.ts";
 import { loadConfig } from "../src/server/config.ts";
 import { type RunningServer, startServer } from "../src/server/main.ts";
 import { browserSkipReason, launchBrowser, screenshot, toY4m, watchErrors } from "./support/browser.ts";
@@ -66,29 +68,23 @@ async function csrf(p: Page): Promise<string> {
   return (await (await p.request.get("/api/v1/auth/session")).json()).csrf_token as string;
 }
 
-/**
- * GET /api/v1/models as the server answers it, with `missing` marked not installed (the rest
- * installed), until `installed()` says otherwise.
- */
-async function markNotInstalled(p: Page | BrowserContext, missing: string, installed = () => false) {
-  await p.route("**/api/v1/models", async (route) => {
-    const response = await route.fetch();
-    const body = (await response.json().catch(() => null)) as {
-      detectors?: { id: string; installed?: boolean }[];
-    } | null;
-    if (!Array.isArray(body?.detectors)) {
-      console.log(`# /api/v1/models answered ${response.status()}: ${await response.text()}`);
-      return route.fulfill({ response });
-    }
-    for (const d of body.detectors) d.installed = d.id === missing ? installed() : (d.installed ?? true);
-    await route.fulfill({ response, json: body });
-  });
-}
+/** Detectors whose models the server's cache starts without (a real, smaller cache). */
+const NOT_INSTALLED = { yunet: "yunet-n", "ultraface-320": "ultraface-rfb-320" } as const;
+const MODEL_MIRROR = sharedPath("models");
+const savedEnv = { dir: process.env.MASKWATCH_MODEL_DIR, mirror: process.env.MASKWATCH_MODEL_MIRROR };
 
 before(async () => {
   skip ??= await ensureModels(["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet", "blazeface-back-256"]);
   if (skip) return;
+  if (!MODEL_MIRROR) skip = "../shared/models is absent (the install test pulls from it)";
+  if (skip) return;
   dir = await mkdtemp(join(tmpdir(), "maskwatch-console-"));
+  // The server's model cache: a copy of this checkout's, less the models of two optional detectors.
+  const cache = join(dir, "models");
+  await cp(modelDir(), cache, { recursive: true });
+  for (const id of Object.values(NOT_INSTALLED)) await rm(join(cache, findModel(id)!.file), { force: true });
+  process.env.MASKWATCH_MODEL_DIR = cache;
+  delete process.env.MASKWATCH_MODEL_MIRROR;
   const { count, scene } = await maskOffScene();
   await writeVideo(join(dir, "scene.mkv"), count, scene);
   await toY4m(join(dir, "scene.mkv"), join(dir, "camera.y4m"));
@@ -114,6 +110,13 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await server?.close();
+  for (const [name, value] of [
+    ["MASKWATCH_MODEL_DIR", savedEnv.dir],
+    ["MASKWATCH_MODEL_MIRROR", savedEnv.mirror],
+  ] as const) {
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  }
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -160,26 +163,12 @@ test("sign in: the console sends a visitor to the login page, then to the dashbo
 
 test("upload: a detector that is not installed is marked, and an admin can install it", async (t) => {
   if (skip) return t.skip(unlessCI(skip));
-  let pulled = false;
-  await markNotInstalled(page, "yunet", () => pulled);
-  let pulls = 0;
-  await page.route("**/api/v1/models/pull", async (route) => {
-    assert.deepEqual(route.request().postDataJSON(), { detector: "yunet" });
-    assert.ok(route.request().headers()["x-csrf-token"], "the pull carries the CSRF token");
-    if (++pulls === 1)
-      return route.fulfill({
-        status: 502,
-        json: {
-          status: "error",
-          code: "model_pull_failed",
-          message:
-            "yunet-n could not be downloaded; set MASKWATCH_MODEL_MIRROR to a folder or URL with the models",
-        },
-      });
-    pulled = true;
-    return route.fulfill({
-      json: { detector: "yunet", installed: true, models: [{ id: "yunet-n", status: "pulled" }] },
-    });
+  // The first install fails for real (a mirror that does not exist), the second pulls from ../shared/models.
+  process.env.MASKWATCH_MODEL_MIRROR = join(dir, "no-such-mirror");
+  const pulls: { body: unknown; csrf?: string }[] = [];
+  page.on("request", (r) => {
+    if (r.url().endsWith("/api/v1/models/pull"))
+      pulls.push({ body: r.postDataJSON(), csrf: r.headers()["x-csrf-token"] });
   });
   const detects: string[] = [];
   page.on("request", (r) => {
@@ -189,10 +178,12 @@ test("upload: a detector that is not installed is marked, and an admin can insta
     await page.goto("/upload");
     const select = page.getByLabel("Detector");
     await select.locator("option", { hasText: "yunet (not installed)" }).waitFor({ state: "attached" });
-    assert.equal(
-      await select.locator("option", { hasText: "not installed" }).count(),
-      1,
-      "only the missing detector is marked",
+    const marked = async () =>
+      (await select.locator("option", { hasText: "not installed" }).allTextContents()).sort();
+    assert.deepEqual(
+      await marked(),
+      ["ultraface-320 (not installed)", "yunet (not installed)"],
+      "only the detectors missing from the cache are marked",
     );
     await select.selectOption("yunet");
     const notice = page.getByTestId("detector-missing");
@@ -202,8 +193,10 @@ test("upload: a detector that is not installed is marked, and an admin can insta
     await notice.getByRole("button", { name: "Install" }).click();
     await notice
       .getByRole("alert")
-      .filter({ hasText: /MASKWATCH_MODEL_MIRROR/ })
+      .filter({ hasText: /yunet-n/ })
       .waitFor();
+    assert.deepEqual(pulls[0]?.body, { detector: "yunet" });
+    assert.ok(pulls[0]?.csrf, "the pull carries the CSRF token");
     await screenshot(page, "upload-not-installed");
     assert.deepEqual(detects, [], "no detection is asked of a detector that is not installed");
     // Chromium logs the refused pull (a 502) itself: that one is expected.
@@ -215,14 +208,15 @@ test("upload: a detector that is not installed is marked, and an admin can insta
     await stream.selectOption("yunet");
     await page.getByTestId("detector-missing").getByRole("button", { name: "Install" }).waitFor();
     // Installing works from a fresh page too (no picture: nothing is detected meanwhile).
+    process.env.MASKWATCH_MODEL_MIRROR = MODEL_MIRROR!;
     await page.goto("/upload");
     await select.selectOption("yunet");
     await notice.getByRole("button", { name: "Install" }).click();
     await page.getByRole("status").filter({ hasText: "Installed yunet." }).waitFor();
     await select.locator("option", { hasText: /^yunet$/ }).waitFor({ state: "attached" });
-    assert.equal(await select.locator("option", { hasText: "not installed" }).count(), 0);
+    assert.deepEqual(await marked(), ["ultraface-320 (not installed)"]);
   } finally {
-    await page.unrouteAll({ behavior: "wait" });
+    delete process.env.MASKWATCH_MODEL_MIRROR;
   }
 });
 
@@ -594,12 +588,10 @@ test("a viewer sees everything but cannot change keys, sources or settings", asy
     await viewer.getByRole("heading", { name: "Dashboard", level: 1 }).waitFor();
     assert.equal(await viewer.getByRole("link", { name: "API keys" }).count(), 0, "no keys page in the menu");
     // A detector that is not installed: a viewer is told to ask an admin, with no Install button.
-    await markNotInstalled(viewer, "yunet");
     await viewer.goto("/upload");
-    await viewer.getByLabel("Detector").selectOption("yunet");
+    await viewer.getByLabel("Detector").selectOption("ultraface-320");
     await viewer.getByText("not installed — ask an admin").waitFor();
     assert.equal(await viewer.getByRole("button", { name: "Install" }).count(), 0);
-    await viewer.unrouteAll({ behavior: "wait" });
     await viewer.goto("/settings");
     await viewer.getByLabel("Smoothing frames").waitFor();
     assert.ok(await viewer.getByLabel("Smoothing frames").isDisabled(), "settings are read-only");
