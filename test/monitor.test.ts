@@ -394,7 +394,38 @@ test("a looped file plays on past its end at the pace asked, and the status's fp
       "70 frames of the looped clip",
     );
     assert.ok(status.fps > 2 && status.fps <= 12, `10 fps asked, ${status.fps} reported`);
+    const stopped = await call(`/api/v1/sources/${id}/stop`, { method: "POST" });
+    assert.equal(stopped.body.status.state, "stopped");
+    assert.equal(stopped.body.status.fps, 0, "a stopped source reports no rate, not its last one");
   } finally {
     await call(`/api/v1/sources/${id}`, { method: "DELETE" });
+  }
+});
+
+test("MASKWATCH_SOURCE_LOOP=1: the default file source plays in a loop", async (t) => {
+  if (skip) return t.skip(unlessCI(skip));
+  const { startTestServer } = await import("./support/server.ts");
+  const looped = await startTestServer({
+    MASKWATCH_AUTH: "off",
+    MASKWATCH_WORKERS: "1",
+    MASKWATCH_SOURCE: video,
+    MASKWATCH_SOURCE_LOOP: "1",
+  });
+  try {
+    const get = async () =>
+      (await (await fetch(`${looped.url}/api/v1/sources/default`)).json()) as {
+        options: { loop?: boolean };
+        status: { frames: number };
+      };
+    assert.equal((await get()).options.loop, true);
+    assert.equal((await fetch(`${looped.url}/start_detection`, { method: "POST" })).status, 200);
+    const past = await waitFor(
+      async () => ((await get()).status.frames > 60 ? true : undefined),
+      30_000,
+      "frames past the clip's 60",
+    );
+    assert.ok(past);
+  } finally {
+    await looped.close();
   }
 });

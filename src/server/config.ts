@@ -52,6 +52,8 @@ export interface Config {
   browserSourcesPerOwner: number;
   /** MASKWATCH_SOURCE: the default source the old app's endpoints drive. */
   source: string | undefined;
+  /** MASKWATCH_SOURCE_LOOP: play a default video file in a loop. */
+  sourceLoop: boolean;
   /** Live monitoring (MASKWATCH_STREAM_*, MASKWATCH_SMOOTHING, …). */
   stream: {
     detector: string;
@@ -204,6 +206,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     compatDetector: detector("MASKWATCH_COMPAT_DETECTOR"),
     inputSize: int("MASKWATCH_INPUT_SIZE", DEFAULT_INPUT_SIZE, INPUT_SIZE_RANGE[0], INPUT_SIZE_RANGE[1]),
     source: env.MASKWATCH_SOURCE || undefined,
+    sourceLoop: onOff("MASKWATCH_SOURCE_LOOP", false),
     sourcePolicy: {
       allow: parseAllowList(env.MASKWATCH_SOURCE_ALLOW),
       fileRoot: resolve(env.MASKWATCH_SOURCE_FILE_ROOT || join(dataDir, "media")),

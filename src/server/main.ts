@@ -56,6 +56,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       maxWidth: config.stream.maxWidth,
     },
     defaultSource: config.source,
+    defaultSourceLoop: config.sourceLoop,
     policy: config.sourcePolicy,
     leases: cluster?.leases,
   });

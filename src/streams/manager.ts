@@ -94,6 +94,8 @@ export interface StreamManagerOptions {
   tickMs?: number;
   /** MASKWATCH_SOURCE: a device, stream URL, file path, or "browser", for the default source. */
   defaultSource?: string;
+  /** MASKWATCH_SOURCE_LOOP: a default file source plays in a loop. */
+  defaultSourceLoop?: boolean;
   /** Where sources added through the API may point (the default source is the operator's own). */
   policy?: SourcePolicy;
   log?: Logger;
@@ -183,10 +185,13 @@ export class StreamManager {
         name: "Default camera",
         ...parseSourceSpec(defaultSource),
       });
+      const loop = this.options.defaultSourceLoop;
+      if (loop && spec.kind !== "file")
+        this.options.log?.warn({ source: defaultSource }, "MASKWATCH_SOURCE_LOOP applies to video files only");
       await upsertSource(db, {
         id: DEFAULT_SOURCE_ID,
         ...spec,
-        options: existing?.options ?? {},
+        options: { ...(existing?.options ?? {}), ...(loop && spec.kind === "file" ? { loop: true } : {}) },
         enabled: existing?.enabled ?? false,
       });
     }

@@ -221,7 +221,8 @@ export class SourceMonitor {
     return {
       id: this.source.id,
       state: this.state,
-      fps: Math.round(this.fps * 10) / 10,
+      // A stopped or ended source shows no rate, not the last one it had.
+      fps: this.state === "running" ? Math.round(this.fps * 10) / 10 : 0,
       frames: this.frames,
       dropped: this.dropped,
       faces: this.visible.length,
