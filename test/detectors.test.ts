@@ -20,7 +20,9 @@ import { sharedPath } from "./support/paths.ts";
 /** Faces found at IoU ≥ 0.4 (of 43) and the most unmatched detections allowed. */
 const EXPECTED: Record<string, { found: number; maxFalse: number }> = {
   maskwatch: { found: 43, maxFalse: 3 },
-  mtcnn: { found: 43, maxFalse: 1 },
+  // 42 since MTCNN follows facenet-pytorch's detect_face exactly (test/mtcnn-fidelity.test.ts): the
+  // reference misses 2008_002079's face at (124, 132) too, which the older pipeline kept at O-Net 0.706.
+  mtcnn: { found: 42, maxFalse: 1 },
   blazeface: { found: 42, maxFalse: 1 },
   "blazeface-tiled": { found: 43, maxFalse: 3 },
   yunet: { found: 43, maxFalse: 4 },
