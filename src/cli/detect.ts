@@ -3,15 +3,8 @@ import { basename, extname, join } from "node:path";
 import { SingleBar } from "cli-progress";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { isPresent } from "../models/store.ts";
-import { drawFaces } from "../vision/draw.ts";
-import {
-  type AnalyzeOptions,
-  DEFAULT_DETECTOR,
-  DETECTORS,
-  Engine,
-  INPUT_SIZE_RANGE,
-} from "../vision/engine.ts";
-import { decodeImage } from "../vision/image.ts";
+import { DEFAULT_DETECTOR, DETECTORS, INPUT_SIZE_RANGE } from "../vision/catalog.ts";
+import type { AnalyzeOptions } from "../vision/engine.ts";
 import type { Face } from "../vision/types.ts";
 
 const IMAGE_EXTENSIONS = new Set([
@@ -102,6 +95,12 @@ async function runDetect(paths: string[], flags: DetectFlags): Promise<number> {
     process.stderr.write("maskwatch: no images found in the given paths\n");
     return 2;
   }
+  // The runtime and image libraries load only here, so `--help` and option errors come fast.
+  const [{ Engine }, { decodeImage }, { drawFaces }] = await Promise.all([
+    import("../vision/engine.ts"),
+    import("../vision/image.ts"),
+    import("../vision/draw.ts"),
+  ]);
   const engine = new Engine();
   // Load the models before the first image, so a missing model is one clear error.
   await engine.detector(flags.detector);

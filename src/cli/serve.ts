@@ -1,6 +1,5 @@
 import type { Command } from "commander";
 import { ConfigError, describeConfig, loadConfig } from "../server/config.ts";
-import { startServer } from "../server/main.ts";
 
 export function registerServeCommands(program: Command): void {
   program
@@ -8,6 +7,8 @@ export function registerServeCommands(program: Command): void {
     .description("serve the API on PORT (default 8080); configured by environment and .env")
     .action(async () => {
       const config = loadOrExit();
+      // The server (and through its workers, the runtime) loads only for this command.
+      const { startServer } = await import("../server/main.ts");
       const server = await startServer(config);
       const stop = (signal: string) => {
         server.app.log.info({ signal }, "shutting down: finishing requests in flight");

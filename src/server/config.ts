@@ -3,7 +3,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { config as loadDotenv } from "dotenv";
 import { parseAllowList } from "../streams/source-policy.ts";
-import { DEFAULT_DETECTOR, DEFAULT_INPUT_SIZE, DETECTORS, INPUT_SIZE_RANGE } from "../vision/engine.ts";
+import { DEFAULT_DETECTOR, DEFAULT_INPUT_SIZE, DETECTORS, INPUT_SIZE_RANGE } from "../vision/catalog.ts";
 
 /** Everything the server reads from its environment, validated once at start. */
 export interface Config {

@@ -187,7 +187,10 @@ export class StreamManager {
       });
       const loop = this.options.defaultSourceLoop;
       if (loop && spec.kind !== "file")
-        this.options.log?.warn({ source: defaultSource }, "MASKWATCH_SOURCE_LOOP applies to video files only");
+        this.options.log?.warn(
+          { source: defaultSource },
+          "MASKWATCH_SOURCE_LOOP applies to video files only",
+        );
       await upsertSource(db, {
         id: DEFAULT_SOURCE_ID,
         ...spec,

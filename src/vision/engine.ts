@@ -3,6 +3,14 @@ import * as ort from "onnxruntime-node";
 import { modelBytes } from "../models/store.ts";
 import { BlazeFaceDetector } from "./blazeface.ts";
 import {
+  DEFAULT_DETECTOR,
+  DEFAULT_INPUT_SIZE,
+  type DetectorSpec,
+  detectorSpec,
+  INPUT_SIZE_RANGE,
+  MASK_MODEL,
+} from "./catalog.ts";
+import {
   DEFAULT_MASK_THRESHOLD,
   decide,
   MaskClassifier,
@@ -12,6 +20,16 @@ import { MtcnnDetector } from "./mtcnn.ts";
 import type { DetectOptions, Detector, Face, RgbImage, StageTimings } from "./types.ts";
 import { UltraFaceDetector } from "./ultraface.ts";
 import { YuNetDetector } from "./yunet.ts";
+
+export {
+  DEFAULT_DETECTOR,
+  DEFAULT_INPUT_SIZE,
+  DETECTORS,
+  detectorSpec,
+  INPUT_SIZE_RANGE,
+  MASK_MODEL,
+  UnknownDetectorError,
+} from "./catalog.ts";
 
 export interface EngineOptions {
   /** Threads per ONNX Runtime session (intra-op). Default: MASKWATCH_THREADS, else the core count. */
@@ -27,99 +45,33 @@ interface EngineSettings {
   inputSize: number;
 }
 
-interface DetectorSpec {
-  description: string;
-  models: string[];
-  /** Downloaded on demand (`maskwatch models pull`), as opposed to installed with the package. */
-  optional: boolean;
-  /** Its faces carry a mask decision from the network itself (used with mask source "head"). */
-  maskHead?: boolean;
-  /** It takes any input size: DetectOptions.inputSize sets the long side it scales images to. */
-  inputSize?: boolean;
-  create(sessions: ort.InferenceSession[], settings: EngineSettings): Detector;
-}
+type DetectorFactory = (sessions: ort.InferenceSession[], settings: EngineSettings) => Detector;
 
-/** Every detector the engine can run, by the id users pass as `--detector`. */
-export const DETECTORS: Record<string, DetectorSpec> = {
-  maskwatch: {
-    description:
-      "Maskwatch's own detector (YuNet-n fine-tuned on masked faces, with a mask head), five landmarks; " +
-      "runs at a long side of MASKWATCH_INPUT_SIZE px (default 640)",
-    models: ["maskwatch-detector"],
-    optional: false,
-    maskHead: true,
-    inputSize: true,
-    create: ([s], { inputSize }) =>
-      new YuNetDetector(s, {
-        id: "maskwatch",
-        models: ["maskwatch-detector"],
-        longSide: inputSize,
-        threshold: 0.7,
-      }),
-  },
-  mtcnn: {
-    description: "MTCNN (P/R/O-Net), five landmarks; the `mtcnn` Python package's semantics",
-    models: ["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"],
-    optional: false,
-    create: ([pnet, rnet, onet]) => new MtcnnDetector({ pnet, rnet, onet }),
-  },
-  blazeface: {
-    description: "MediaPipe BlazeFace (back model, 256×256), whole image letterboxed",
-    models: ["blazeface-back-256"],
-    optional: false,
-    create: ([s]) => new BlazeFaceDetector(s, { id: "blazeface", models: ["blazeface-back-256"] }),
-  },
-  "blazeface-tiled": {
-    description: "BlazeFace plus overlapping tiles for small faces in large images (more network runs)",
-    models: ["blazeface-back-256"],
-    optional: false,
-    create: ([s]) =>
-      new BlazeFaceDetector(s, { id: "blazeface-tiled", models: ["blazeface-back-256"], tiles: "auto" }),
-  },
-  yunet: {
-    description: "YuNet-n (libfacedetection), dynamic input size, five landmarks",
-    models: ["yunet-n"],
-    optional: true,
-    inputSize: true,
-    create: ([s]) => new YuNetDetector(s, { id: "yunet", models: ["yunet-n"] }),
-  },
-  "yunet-s": {
-    description: "YuNet-s (libfacedetection), larger and more accurate than YuNet-n",
-    models: ["yunet-s"],
-    optional: true,
-    inputSize: true,
-    create: ([s]) => new YuNetDetector(s, { id: "yunet-s", models: ["yunet-s"] }),
-  },
-  ultraface: {
-    description: "UltraFace RFB-640 (640×480), boxes only",
-    models: ["ultraface-rfb-640"],
-    optional: true,
-    create: ([s]) => new UltraFaceDetector(s, { id: "ultraface", models: ["ultraface-rfb-640"] }),
-  },
-  "ultraface-320": {
-    description: "UltraFace RFB-320 (320×240), boxes only, fastest",
-    models: ["ultraface-rfb-320"],
-    optional: true,
-    create: ([s]) => new UltraFaceDetector(s, { id: "ultraface-320", models: ["ultraface-rfb-320"] }),
-  },
-  "ultraface-masked": {
-    description: "UltraFace RFB-640 trained on faces and masked faces (labels face / masked_face)",
-    models: ["ultraface-masked-640"],
-    optional: true,
-    create: ([s]) => new UltraFaceDetector(s, { id: "ultraface-masked", models: ["ultraface-masked-640"] }),
-  },
+/** How each catalogue entry is built from its models' sessions (in the entry's `models` order). */
+const FACTORIES: Record<string, DetectorFactory> = {
+  maskwatch: ([s], { inputSize }) =>
+    new YuNetDetector(s, {
+      id: "maskwatch",
+      models: ["maskwatch-detector"],
+      longSide: inputSize,
+      threshold: 0.7,
+    }),
+  mtcnn: ([pnet, rnet, onet]) => new MtcnnDetector({ pnet, rnet, onet }),
+  blazeface: ([s]) => new BlazeFaceDetector(s, { id: "blazeface", models: ["blazeface-back-256"] }),
+  "blazeface-tiled": ([s]) =>
+    new BlazeFaceDetector(s, { id: "blazeface-tiled", models: ["blazeface-back-256"], tiles: "auto" }),
+  yunet: ([s]) => new YuNetDetector(s, { id: "yunet", models: ["yunet-n"] }),
+  "yunet-s": ([s]) => new YuNetDetector(s, { id: "yunet-s", models: ["yunet-s"] }),
+  ultraface: ([s]) => new UltraFaceDetector(s, { id: "ultraface", models: ["ultraface-rfb-640"] }),
+  "ultraface-320": ([s]) => new UltraFaceDetector(s, { id: "ultraface-320", models: ["ultraface-rfb-320"] }),
+  "ultraface-masked": ([s]) =>
+    new UltraFaceDetector(s, { id: "ultraface-masked", models: ["ultraface-masked-640"] }),
 };
-
-export const DEFAULT_DETECTOR = "maskwatch";
-/** Long side the maskwatch detector scales images to unless a call says otherwise. */
-export const DEFAULT_INPUT_SIZE = 640;
-export const INPUT_SIZE_RANGE = [64, 2048] as const;
 
 function defaultInputSize(): number {
   const v = Number(process.env.MASKWATCH_INPUT_SIZE);
   return Number.isInteger(v) && v >= INPUT_SIZE_RANGE[0] && v <= INPUT_SIZE_RANGE[1] ? v : DEFAULT_INPUT_SIZE;
 }
-export const MASK_MODEL = "mask-classifier";
 
 export interface AnalyzeOptions extends DetectOptions {
   detector?: string;
@@ -143,20 +95,6 @@ export interface Analysis {
   timings: StageTimings & { classify?: number };
 }
 
-/** The catalogue entry for `id`; own keys only, so "toString" or "__proto__" are unknown detectors too. */
-export function detectorSpec(id: string): DetectorSpec {
-  if (!Object.hasOwn(DETECTORS, id)) throw new UnknownDetectorError(id);
-  return DETECTORS[id];
-}
-
-export class UnknownDetectorError extends Error {
-  readonly code = "unknown_detector";
-  constructor(id: string) {
-    super(`unknown detector "${id}"; choose one of: ${Object.keys(DETECTORS).join(", ")}`);
-    this.name = "UnknownDetectorError";
-  }
-}
-
 /** Creates each detector's sessions once, on first use, and hands the same detector out after. */
 export class Engine {
   private readonly detectors = new Map<string, Promise<Detector>>();
@@ -174,7 +112,7 @@ export class Engine {
     const spec = detectorSpec(id);
     let pending = this.detectors.get(id);
     if (!pending) {
-      pending = this.load(spec);
+      pending = this.load(id, spec);
       this.detectors.set(id, pending);
       pending.catch(() => this.detectors.delete(id));
     }
@@ -223,22 +161,26 @@ export class Engine {
     };
   }
 
-  private async load(spec: DetectorSpec): Promise<Detector> {
-    return spec.create(await Promise.all(spec.models.map((model) => this.session(model))), this.settings);
+  private async load(id: string, spec: DetectorSpec): Promise<Detector> {
+    const sessions = spec.models.map((model) => this.session(model, spec.arenaModels?.includes(model)));
+    return FACTORIES[id](await Promise.all(sessions), this.settings);
   }
 
-  private async session(model: string): Promise<ort.InferenceSession> {
+  private async session(model: string, arena = false): Promise<ort.InferenceSession> {
     return ort.InferenceSession.create(await modelBytes(model, { dir: this.options.modelDir }), {
       intraOpNumThreads: this.threads,
       interOpNumThreads: 1,
       executionMode: "sequential",
       graphOptimizationLevel: "all",
       // Input sizes vary per image: a memory plan cached per shape, and an arena that keeps every
-      // peak, would make resident memory grow with each new size seen.
+      // peak, would make resident memory grow with each new size seen (see DetectorSpec.arenaModels).
       enableMemPattern: false,
-      enableCpuMemArena: false,
+      enableCpuMemArena: arena,
       // Some third-party exports list weights as graph inputs; ORT warns once per weight.
       logSeverityLevel: 3,
+      // Idle intra-op threads sleep instead of spinning: on a small shared machine spinning threads
+      // take the cores the other workers (and the decoder) need.
+      extra: { session: { intra_op: { allow_spinning: "0" } } },
     });
   }
 

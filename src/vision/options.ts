@@ -3,7 +3,8 @@
  * JSON schema, and their translation into the engine's AnalyzeOptions. Shared by the server and the job
  * processors, so it throws plain errors: a RangeError subclass (invalid_parameters) or UnknownDetectorError.
  */
-import { type AnalyzeOptions, DETECTORS, detectorSpec, INPUT_SIZE_RANGE } from "./engine.ts";
+import { DETECTORS, detectorSpec, INPUT_SIZE_RANGE } from "./catalog.ts";
+import type { AnalyzeOptions } from "./engine.ts";
 
 /** Options, as query parameters (any input form) or top-level JSON fields (JSON bodies). */
 export interface DetectParams {

@@ -6,7 +6,8 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { ModelError, type ModelErrorCode } from "../models/errors.ts";
-import { type AnalyzeOptions, DEFAULT_DETECTOR, UnknownDetectorError } from "./engine.ts";
+import { DEFAULT_DETECTOR, UnknownDetectorError } from "./catalog.ts";
+import type { AnalyzeOptions } from "./engine.ts";
 import { type DecodeLimits, ImageError, type ImageErrorCode } from "./image.ts";
 import type { FromWorker, SerializedError, ToWorker, WorkerInit, WorkerResult } from "./pool-worker.ts";
 import type { RgbImage } from "./types.ts";

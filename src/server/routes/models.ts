@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { MODELS } from "../../models/registry.ts";
 import { pullMany, verify } from "../../models/store.ts";
-import { DETECTORS } from "../../vision/engine.ts";
+import { DETECTORS } from "../../vision/catalog.ts";
 import { requireScope } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
 import { HttpError } from "../errors.ts";

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from "fastify";
-import { DETECTORS } from "../../vision/engine.ts";
+import { DETECTORS } from "../../vision/catalog.ts";
 import { requireScope } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
 import { applySettings, type RuntimeSettings, saveSettings } from "../settings.ts";
