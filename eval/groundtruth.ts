@@ -33,7 +33,7 @@ export interface GtImage {
 }
 
 export type Split = "train" | "val" | "test" | "all";
-export type DatasetFormat = "voc" | "yolo" | "wider" | "dlib";
+export type DatasetFormat = "voc" | "yolo" | "wider" | "dlib" | "jsonl";
 
 export const IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"];
 
@@ -672,6 +672,50 @@ export function loadWider(dirOrFile: string): GtImage[] {
 }
 
 // ---------------------------------------------------------------------------------------------
+// JSON lines (labels.jsonl)
+
+/**
+ * One JSON object per line: `{"image": "images/a.jpg", "width": W, "height": H, "faces": [{"box":
+ * [x1, y1, x2, y2], "label": "mask"}]}`, image paths relative to the file's folder. A line that is
+ * not such an object is listed as a problem and left out.
+ */
+export function loadJsonl(dirOrFile: string, problems?: GtProblem[]): GtImage[] {
+  const file = isDir(dirOrFile) ? path.join(dirOrFile, "labels.jsonl") : dirOrFile;
+  const dir = path.dirname(file);
+  const out: GtImage[] = [];
+  const lines = readFileSync(file, "utf8").split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    if (!lines[i].trim()) continue;
+    const where = `${file}:${i + 1}`;
+    let row: { image?: unknown; width?: unknown; height?: unknown; faces?: unknown };
+    try {
+      row = JSON.parse(lines[i]);
+    } catch {
+      report(problems, where, "not JSON");
+      continue;
+    }
+    if (typeof row?.image !== "string" || !Array.isArray(row.faces)) {
+      report(problems, where, "needs an `image` path and a `faces` list");
+      continue;
+    }
+    const objects: GtObject[] = [];
+    for (const f of row.faces as { box?: unknown; label?: unknown }[]) {
+      const b = f?.box;
+      if (!Array.isArray(b) || b.length !== 4 || !b.every(Number.isFinite) || b[2] <= b[0] || b[3] <= b[1]) {
+        report(problems, where, "a face without a usable box");
+        continue;
+      }
+      objects.push({ box: b as Box, label: normaliseLabel(typeof f.label === "string" ? f.label : "face") });
+    }
+    const img: GtImage = { image: path.resolve(dir, row.image), name: stem(row.image), objects };
+    if (typeof row.width === "number") img.width = row.width;
+    if (typeof row.height === "number") img.height = row.height;
+    out.push(img);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // dlib imglab XML
 
 /**
@@ -769,11 +813,15 @@ export function detectFormat(p: string): DatasetFormat {
   if (isFile(p)) {
     const head = readFileSync(p, "utf8").slice(0, 4096);
     if (p.toLowerCase().endsWith(".xml")) return isDlibXml(head) ? "dlib" : "voc";
+    if (p.toLowerCase().endsWith(".jsonl")) return "jsonl";
     if (/^\s*#\s*\S+\s+\d+\s+\d+\s*$/m.test(head)) return "wider";
-    throw new Error(`${p}: not a dataset file this loader knows (imglab XML or WIDER-style gt.txt)`);
+    throw new Error(
+      `${p}: not a dataset file this loader knows (imglab XML, WIDER-style gt.txt or labels .jsonl)`,
+    );
   }
   if (!isDir(p)) throw new Error(`${p}: no such dataset folder`);
   if (isFile(path.join(p, "gt.txt"))) return "wider";
+  if (isFile(path.join(p, "labels.jsonl"))) return "jsonl";
   if (firstDir(p, ["annotations", "Annotations"])) return "voc";
   const entries = readdirSync(p);
   const xmls = entries.filter((f) => f.toLowerCase().endsWith(".xml"));
@@ -781,7 +829,9 @@ export function detectFormat(p: string): DatasetFormat {
   if (xmls.some((f) => /<annotation[\s>]/.test(readFileSync(path.join(p, f), "utf8")))) return "voc";
   if (roboflowSplits(p, "all").length > 0) return "yolo";
   if (firstDir(p, ["labels"]) || entries.some((f) => f.endsWith(".txt") && f !== "README.txt")) return "yolo";
-  throw new Error(`${p}: cannot tell the annotation format (VOC, YOLO, WIDER gt.txt or imglab XML)`);
+  throw new Error(
+    `${p}: cannot tell the annotation format (VOC, YOLO, WIDER gt.txt, imglab XML or labels.jsonl)`,
+  );
 }
 
 export interface ResolvedDataset {
@@ -880,6 +930,8 @@ export async function loadResolved(ds: ResolvedDataset, options: LoadOptions = {
       return loadWider(ds.path);
     case "dlib":
       return loadDlib(ds.path, split);
+    case "jsonl":
+      return loadJsonl(ds.path, options.problems);
   }
 }
 

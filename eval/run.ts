@@ -63,7 +63,8 @@ Datasets: a name (kaggle, wider, dlib) under MASKWATCH_DATA (default $MASKWATCH_
 VOC: annotations/ (or Annotations/) of XML beside images/ (or JPEGImages/), split from splits.json or
 ImageSets/Main/<split>.txt, else the whole folder. YOLO: images/<split> + labels/<split> (Ultralytics),
 <split>/images + <split>/labels (Roboflow), images/ + labels/, or .txt beside the images; class names
-from classes.txt, obj.names or data.yaml names: (or --names), in class-id order. Labels: with_mask/mask
+from classes.txt, obj.names or data.yaml names: (or --names), in class-id order. labels.jsonl: one
+{"image", "faces": [{"box": [x1,y1,x2,y2], "label"}]} per line, paths relative to it. Labels: with_mask/mask
 → mask, without_mask/no_mask → no_mask, with_incorrect_mask/mask_weared_incorrect/incorrect → incorrect,
 face → a face of unknown mask status; any other label is counted and reported.
 

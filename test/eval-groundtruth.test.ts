@@ -262,6 +262,56 @@ test("WIDER-style gt.txt: headers, comments, boxes, empty images", () => {
   assert.deepEqual(gt[0].original, { path: "0--Parade/0_Parade_1.jpg", width: 1024, height: 768 });
 });
 
+test("labels.jsonl folder: boxes and labels, bad lines and boxes listed as problems", async () => {
+  const dir = tempDir();
+  writeFileSync(
+    path.join(dir, "labels.jsonl"),
+    [
+      JSON.stringify({
+        image: "images/a.jpg",
+        width: 640,
+        height: 480,
+        faces: [
+          { box: [10, 20, 50, 70], label: "with_mask" },
+          { box: [60, 20, 90, 60], label: "incorrect" },
+          { box: [5, 5, 5, 9], label: "no_mask" },
+        ],
+      }),
+      "{not json",
+      JSON.stringify({ faces: [] }),
+      "",
+      JSON.stringify({ image: "images/b.jpg", faces: [{ box: [1, 2, 3, 4] }] }),
+    ].join("\n"),
+  );
+  assert.equal(detectFormat(dir), "jsonl");
+  assert.equal(detectFormat(path.join(dir, "labels.jsonl")), "jsonl");
+  const problems: GtProblem[] = [];
+  const gt = await loadGroundTruth(dir, { problems });
+  assert.deepEqual(
+    gt.map((g) => [g.name, g.image, g.width, g.objects]),
+    [
+      [
+        "a",
+        path.join(dir, "images/a.jpg"),
+        640,
+        [
+          { box: [10, 20, 50, 70], label: "mask" },
+          { box: [60, 20, 90, 60], label: "incorrect" },
+        ],
+      ],
+      ["b", path.join(dir, "images/b.jpg"), undefined, [{ box: [1, 2, 3, 4], label: "face" }]],
+    ],
+  );
+  assert.deepEqual(
+    problems.map((p) => [path.basename(p.file), p.problem]),
+    [
+      ["labels.jsonl:1", "a face without a usable box"],
+      ["labels.jsonl:2", "not JSON"],
+      ["labels.jsonl:3", "needs an `image` path and a `faces` list"],
+    ],
+  );
+});
+
 test("dlib imglab XML: boxes, ignore, labels, landmark parts", () => {
   const xml = `<?xml version='1.0' encoding='ISO-8859-1'?>
 <dataset><name>x</name><images>
