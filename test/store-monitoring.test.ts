@@ -184,6 +184,7 @@ test("the migrations in order; migration 2 has a statement per engine for events
       [5, "snapshots"],
       [6, "source_owner"],
       [7, "event_review"],
+      [8, "alerts"],
     ],
   );
   const perEngine = migrations[1]!.up.filter((s) => typeof s !== "string");

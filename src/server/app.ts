@@ -12,7 +12,9 @@ import { registerAuth } from "./auth.ts";
 import type { ServerContext } from "./context.ts";
 import { redactSecrets, registerErrorHandler } from "./errors.ts";
 import "./multipart-fix.ts";
+import { registerAudit } from "./audit.ts";
 import { RotatingFile, tee } from "./log-file.ts";
+import { alertRoutes } from "./routes/alerts.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { compatRoutes } from "./routes/compat.ts";
 import { consoleRoutes } from "./routes/console.ts";
@@ -111,6 +113,7 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
 
   registerAuth(app, ctx);
+  registerAudit(app, ctx);
   await app.register(rateLimit, {
     hook: "preHandler",
     global: true,
@@ -146,6 +149,7 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
   await app.register(async (scope) => jobRoutes(scope, ctx));
   await app.register(async (scope) => authRoutes(scope, ctx));
   await app.register(async (scope) => settingsRoutes(scope, ctx));
+  await app.register(async (scope) => alertRoutes(scope, ctx));
   await app.register(async (scope) => consoleRoutes(scope, ctx));
   return app;
 }

@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { config as loadDotenv } from "dotenv";
+import type { AlertSettings } from "../alerts/service.ts";
 import { parseAllowList } from "../streams/source-policy.ts";
 import { DEFAULT_DETECTOR, DEFAULT_INPUT_SIZE, DETECTORS, INPUT_SIZE_RANGE } from "../vision/catalog.ts";
 
@@ -64,6 +65,8 @@ export interface Config {
     snapshots: boolean;
     blur: boolean;
   };
+  /** Webhooks and compliance rules (MASKWATCH_WEBHOOK_*, MASKWATCH_ALERT_INTERVAL_MS, MASKWATCH_DAILY_SUMMARY_HOUR). */
+  alerts: AlertSettings;
   /** With REDIS_URL: how long a source's lease lasts unrenewed (a dead replica's sources move after it). */
   leaseMs: number;
   /** With REDIS_URL: the URL other replicas reach this one at (MASKWATCH_ADVERTISE_URL). */
@@ -225,6 +228,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     jobs: {
       maxBytes: int("MASKWATCH_JOB_MAX_BYTES", 200 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
       root: env.MASKWATCH_JOBS_ROOT ? resolve(env.MASKWATCH_JOBS_ROOT) : undefined,
+    },
+    alerts: {
+      retryBaseMs: int("MASKWATCH_WEBHOOK_RETRY_MS", 10_000, 10, 3_600_000),
+      attempts: int("MASKWATCH_WEBHOOK_ATTEMPTS", 6, 1, 20),
+      allow: parseAllowList(env.MASKWATCH_WEBHOOK_ALLOW),
+      timeoutMs: int("MASKWATCH_WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000),
+      pollMs: 1_000,
+      ruleIntervalMs: int("MASKWATCH_ALERT_INTERVAL_MS", 30_000, 100, 3_600_000),
+      dailySummaryHour: env.MASKWATCH_DAILY_SUMMARY_HOUR
+        ? int("MASKWATCH_DAILY_SUMMARY_HOUR", 0, 0, 23)
+        : null,
     },
     leaseMs: int("MASKWATCH_LEASE_MS", 5000, 1000, 600_000),
     advertiseUrl: url("MASKWATCH_ADVERTISE_URL", ["http", "https"]),

@@ -1,3 +1,4 @@
+import type { AlertService } from "../alerts/service.ts";
 import type { Cluster } from "../cluster/index.ts";
 import type { JobService } from "../jobs/service.ts";
 import type { Database } from "../store/db.ts";
@@ -19,6 +20,8 @@ export interface ServerContext {
   settings: RuntimeSettings;
   /** Batch jobs: submit, cancel, and the queue worker (BullMQ with REDIS_URL, else in-process). */
   jobs: JobService;
+  /** Webhooks, compliance rules and the daily summary. */
+  alerts: AlertService;
   /** Set when REDIS_URL makes this process one replica of several. */
   cluster?: Cluster;
 }

@@ -1,6 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import type { FastifyInstance } from "fastify";
+import { AlertService } from "../alerts/service.ts";
 import { joinCluster } from "../cluster/index.ts";
 import { DEFAULT_MAX_IMAGES, uncompressedLimit } from "../jobs/inputs.ts";
 import { JobService } from "../jobs/service.ts";
@@ -61,6 +62,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     leases: cluster?.leases,
   });
   await cluster?.attach(streams.bus);
+  const alerts = new AlertService(db, streams.bus, config.alerts, () => cluster?.relaying() ?? false);
   const metrics = new Metrics();
   metrics.observeStreams(streams.bus, () => cluster?.relaying() ?? false);
   const settings = await loadSettings(db, config);
@@ -93,6 +95,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     streams,
     settings,
     jobs,
+    alerts,
     cluster,
   };
   const app = await buildApp(ctx);
@@ -122,6 +125,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   // Sources left running resume; a bad one reports in its status and never stops the server.
   await streams.init().catch((err) => app.log.error({ err }, "sources could not be resumed"));
   await jobs.start(app.log).catch((err) => app.log.error({ err }, "the batch job worker failed to start"));
+  alerts.start(app.log);
   const prune = async () => {
     await deleteExpiredSessions(db).catch((err) => app.log.error({ err }, "expired sessions not removed"));
     if (!settings.retention_days) return;
@@ -139,6 +143,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     closing ??= (async () => {
       clearInterval(retention);
       await streams.close();
+      await alerts.close();
       await app.close();
       await jobs.close();
       await cluster?.close();

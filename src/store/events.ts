@@ -448,6 +448,33 @@ export async function eventTotals(db: Database, opts: EventFilter = {}): Promise
   return toCounts(rows[0]);
 }
 
+/** Counts per UTC hour of the day (0–23) over the filtered range; hours without events are left out. */
+export async function eventsByHourOfDay(
+  db: Database,
+  opts: EventFilter = {},
+): Promise<(EventCounts & { hour: number })[]> {
+  const { where, params } = filterClauses(opts);
+  const rows = await db.query<CountsRow & { hour: number }>(
+    `SELECT (at / 3600000) % 24 AS hour, ${COUNTS_SQL} FROM events ${whereSql(where)}
+     GROUP BY (at / 3600000) % 24 ORDER BY hour`,
+    params,
+  );
+  return rows.map((r) => ({ hour: Number(r.hour), ...toCounts(r) }));
+}
+
+/** Counts per source over the filtered range. */
+export async function eventsBySource(
+  db: Database,
+  opts: EventFilter = {},
+): Promise<(EventCounts & { sourceId: string })[]> {
+  const { where, params } = filterClauses(opts);
+  const rows = await db.query<CountsRow & { source_id: string }>(
+    `SELECT source_id, ${COUNTS_SQL} FROM events ${whereSql(where)} GROUP BY source_id ORDER BY source_id`,
+    params,
+  );
+  return rows.map((r) => ({ sourceId: r.source_id, ...toCounts(r) }));
+}
+
 /**
  * Delete the events with at < `at` in one transaction; returns how many and the snapshot paths they had (for
  * the caller to remove the files). Throws `invalid_filter`.
@@ -458,10 +485,29 @@ export async function deleteEventsBefore(
 ): Promise<{ deleted: number; snapshots: string[] }> {
   const before = checkTime("at", at);
   if (before === undefined) throw new StoreError("invalid_filter", "at is an integer (epoch ms)");
+  return deleteEvents(db, { to: before });
+}
+
+/**
+ * Delete one event (`id`) or those in a range (and of a source), in one transaction; returns how many and
+ * the snapshot paths they had. An empty filter is refused (`invalid_filter`): erasing everything is a
+ * range from 0. Throws `invalid_filter`.
+ */
+export async function deleteEvents(
+  db: Database,
+  opts: EventFilter & { id?: number },
+): Promise<{ deleted: number; snapshots: string[] }> {
+  const { where, params } = filterClauses(opts);
+  if (opts.id !== undefined) {
+    if (!Number.isSafeInteger(opts.id)) throw new StoreError("invalid_filter", "id is an integer");
+    where.push("id = ?");
+    params.push(opts.id);
+  }
+  if (!where.length) throw new StoreError("invalid_filter", "say which events: an id, from/to, or a source");
   return db.transaction(async (tx) => {
     const rows = await tx.query<{ snapshot: string | null }>(
-      "DELETE FROM events WHERE at < ? RETURNING snapshot",
-      [before],
+      `DELETE FROM events ${whereSql(where)} RETURNING snapshot`,
+      params,
     );
     return {
       deleted: rows.length,
@@ -471,4 +517,23 @@ export async function deleteEventsBefore(
         .filter((s): s is string => typeof s === "string" && s !== SNAPSHOT_IN_DATABASE),
     };
   });
+}
+
+/** An event as the API, the live views and webhooks show it (snake_case, ISO time, image URLs). */
+export function eventJson(e: EventRecord) {
+  return {
+    id: e.id,
+    time: new Date(e.at).toISOString(),
+    source_id: e.sourceId,
+    track_id: e.trackId,
+    kind: e.kind,
+    label: e.label,
+    confidence: e.confidence,
+    box: e.box,
+    snapshot_url: e.snapshot ? `/api/v1/events/${e.id}/snapshot` : null,
+    has_frame: e.hasFrame,
+    frame_url: e.hasFrame ? `/api/v1/events/${e.id}/frame` : null,
+    acknowledged_at: e.acknowledgedAt === null ? null : new Date(e.acknowledgedAt).toISOString(),
+    acknowledged_by: e.acknowledgedBy,
+  };
 }

@@ -172,7 +172,82 @@ export const migrations: readonly Migration[] = [
       },
     ],
   },
+  {
+    id: 8,
+    name: "alerts",
+    up: [
+      // Webhooks: where alerts go, which events, signed with the secret (kept: it signs every delivery).
+      `CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        source_id TEXT NULL,
+        secret TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      )`,
+      // One row per alert per webhook: its payload, state and last answer; `claimed_until` is the lease
+      // of the replica sending it, so several replicas never send the same delivery at once.
+      {
+        sqlite: deliveriesTable("INTEGER PRIMARY KEY AUTOINCREMENT"),
+        postgres: deliveriesTable("BIGSERIAL PRIMARY KEY"),
+      },
+      "CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (state, next_attempt_at)",
+      "CREATE INDEX webhook_deliveries_hook_idx ON webhook_deliveries (webhook_id, id)",
+      // "Compliance under P % over the last N minutes": `firing` makes it alert once per dip.
+      `CREATE TABLE alert_rules (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        source_id TEXT NULL,
+        below_percent DOUBLE PRECISION NOT NULL,
+        window_minutes INTEGER NOT NULL,
+        min_faces INTEGER NOT NULL,
+        enabled INTEGER NOT NULL,
+        firing INTEGER NOT NULL,
+        last_fired_at BIGINT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      )`,
+      // What admins changed: who, what, when.
+      {
+        sqlite: auditTable("INTEGER PRIMARY KEY AUTOINCREMENT"),
+        postgres: auditTable("BIGSERIAL PRIMARY KEY"),
+      },
+      "CREATE INDEX audit_log_at_idx ON audit_log (at)",
+    ],
+  },
 ];
+
+function deliveriesTable(key: string): string {
+  return `CREATE TABLE webhook_deliveries (
+          id ${key},
+          webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+          event TEXT NOT NULL,
+          payload TEXT NOT NULL,
+          state TEXT NOT NULL,
+          attempts INTEGER NOT NULL,
+          response_status INTEGER NULL,
+          error TEXT NULL,
+          created_at BIGINT NOT NULL,
+          next_attempt_at BIGINT NULL,
+          last_attempt_at BIGINT NULL,
+          delivered_at BIGINT NULL,
+          claimed_until BIGINT NULL
+        )`;
+}
+
+function auditTable(key: string): string {
+  return `CREATE TABLE audit_log (
+          id ${key},
+          at BIGINT NOT NULL,
+          actor TEXT NOT NULL,
+          action TEXT NOT NULL,
+          target TEXT NULL,
+          detail TEXT NULL
+        )`;
+}
 
 /** Migration 4's jobs table; the engines differ only in the type of the input bytes. */
 function jobsTable(bytes: "BLOB" | "BYTEA"): string {

@@ -6,7 +6,7 @@
 import { rm } from "node:fs/promises";
 import { isAbsolute, join, normalize } from "node:path";
 import type { Database } from "./db.ts";
-import { deleteEventsBefore } from "./events.ts";
+import { deleteEvents, type EventFilter } from "./events.ts";
 
 const DAY_MS = 86_400_000;
 
@@ -27,7 +27,17 @@ export async function pruneEvents(
 ): Promise<PruneResult> {
   if (!(days > 0)) throw new RangeError("retention days must be more than 0");
   const before = now - days * DAY_MS;
-  const { deleted, snapshots } = await deleteEventsBefore(db, before);
+  const { deleted, files } = await eraseEvents(db, dataDir, { to: before });
+  return { deleted, files, before };
+}
+
+/** Deletes the events `filter` selects (see deleteEvents), then their snapshot files. */
+export async function eraseEvents(
+  db: Database,
+  dataDir: string,
+  filter: EventFilter & { id?: number },
+): Promise<{ deleted: number; files: number }> {
+  const { deleted, snapshots } = await deleteEvents(db, filter);
   let files = 0;
   for (const rel of snapshots) {
     // Snapshot paths are written by the monitor under dataDir; refuse anything else.
@@ -40,5 +50,5 @@ export async function pruneEvents(
       // already gone
     }
   }
-  return { deleted, files, before };
+  return { deleted, files };
 }

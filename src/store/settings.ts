@@ -83,3 +83,17 @@ export async function deleteSetting(db: Database, key: string): Promise<boolean>
   const { changes } = await db.run("DELETE FROM settings WHERE key = ?", [checkKey(key)]);
   return changes > 0;
 }
+
+/**
+ * Moves `key` forward to `value` (a string that sorts later, such as an ISO date) unless it is already
+ * there or beyond; true only for the one caller that moved it, whatever the number of replicas.
+ */
+export async function claimSetting(db: Database, key: string, value: string, now: number = Date.now()) {
+  const { changes } = await db.run(
+    `INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+     WHERE settings.value < excluded.value`,
+    [checkKey(key), JSON.stringify(value), now],
+  );
+  return changes === 1;
+}

@@ -80,13 +80,27 @@ export async function checkSourceTarget(
     return;
   }
   if (kind !== "stream") return;
+  await checkUrlHost(url, policy.allow, { noun: "stream", setting: "MASKWATCH_SOURCE_ALLOW" }, lookup);
+}
+
+/**
+ * Throws SourcePolicyError when `url`'s host is not in `allow` (when that is set), or is a link-local or
+ * metadata address not allowed by name. `noun` and `setting` name what is checked in the message.
+ */
+export async function checkUrlHost(
+  url: string,
+  allow: readonly string[],
+  what: { noun: string; setting: string },
+  lookup: Lookup = defaultLookup,
+): Promise<void> {
+  const refuse = (msg: string) => new SourcePolicyError(msg);
   let host: string;
   try {
     host = new URL(url).hostname.toLowerCase().replace(/^\[|\]$/g, "");
   } catch {
-    throw refuse("the stream url is not a URL");
+    throw refuse(`the ${what.noun} url is not a URL`);
   }
-  if (!host) throw refuse("the stream url names no host");
+  if (!host) throw refuse(`the ${what.noun} url names no host`);
   let addresses: string[];
   if (isIP(host)) addresses = [host];
   else {
@@ -96,14 +110,14 @@ export async function checkSourceTarget(
       addresses = [];
     }
   }
-  const allowed = policy.allow.some((e) => matchesEntry(e, host, addresses));
-  if (policy.allow.length && !allowed)
-    throw refuse(`the stream host ${host} is not in MASKWATCH_SOURCE_ALLOW (${policy.allow.join(", ")})`);
+  const allowed = allow.some((e) => matchesEntry(e, host, addresses));
+  if (allow.length && !allowed)
+    throw refuse(`the ${what.noun} host ${host} is not in ${what.setting} (${allow.join(", ")})`);
   if (allowed) return;
   if (METADATA_NAMES.has(host) || addresses.some((a) => REFUSED.check(a, family(a))))
     throw refuse(
-      `the stream host ${host} is a link-local or metadata address; allow it by name in MASKWATCH_SOURCE_ALLOW if it really is a camera`,
+      `the ${what.noun} host ${host} is a link-local or metadata address; allow it by name in ${what.setting} if it is meant`,
     );
   // A name that does not resolve here yet (a camera not yet on the network) is let through: there
-  // is no address to judge, and ffmpeg will say why it cannot connect.
+  // is no address to judge, and the connection will say why it fails.
 }

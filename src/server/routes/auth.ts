@@ -178,6 +178,7 @@ export async function authRoutes(app: FastifyInstance, ctx: ServerContext): Prom
   app.post<{ Body: { username: string; password: string; role: "admin" | "viewer" } }>(
     "/api/v1/users",
     {
+      config: { audit: "user.create" },
       schema: {
         summary: "Add a console user",
         tags: ["users"],
@@ -198,7 +199,10 @@ export async function authRoutes(app: FastifyInstance, ctx: ServerContext): Prom
 
   app.delete<{ Params: { id: string } }>(
     "/api/v1/users/:id",
-    { schema: { summary: "Remove a console user (their sessions end)", tags: ["users"] } },
+    {
+      config: { audit: "user.delete" },
+      schema: { summary: "Remove a console user (their sessions end)", tags: ["users"] },
+    },
     async (request) => {
       requireScope(request, "admin", ctx.config.auth);
       const user = await getUser(ctx.db, request.params.id);

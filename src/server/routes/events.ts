@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyReply } from "fastify";
 import {
   acknowledgeEvent,
   type EventRecord,
+  eventJson,
   eventStats,
   eventTotals,
   getEvent,
@@ -14,8 +15,10 @@ import {
   listEvents,
   SNAPSHOT_IN_DATABASE,
 } from "../../store/events.ts";
+import { buildReport, reportCsv } from "../../store/reports.ts";
+import { eraseEvents } from "../../store/retention.ts";
 import type { LiveFrame, SourceStatus } from "../../streams/monitor.ts";
-import { scopeHook } from "../auth.ts";
+import { requireScope, scopeHook } from "../auth.ts";
 import type { ServerContext } from "../context.ts";
 import { HttpError } from "../errors.ts";
 
@@ -82,7 +85,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
         cursor: q.cursor,
         order: q.order,
       });
-      return { events: page.events.map(presentEvent), next_cursor: page.nextCursor };
+      return { events: page.events.map(eventJson), next_cursor: page.nextCursor };
     },
   );
 
@@ -95,7 +98,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
         params: { type: "object", properties: { id: { type: "integer", minimum: 1 } } },
       },
     },
-    async (request) => presentEvent(await mustGet(request.params.id)),
+    async (request) => eventJson(await mustGet(request.params.id)),
   );
 
   app.get<{ Params: { id: number } }>(
@@ -130,7 +133,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
       const by = request.user?.username ?? request.apiKey?.name ?? "anonymous";
       const event = await acknowledgeEvent(db, request.params.id, by);
       if (!event) throw new HttpError(404, "not_found", `there is no event ${request.params.id}`);
-      return presentEvent(event);
+      return eventJson(event);
     },
   );
 
@@ -254,6 +257,86 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
     },
   );
 
+  app.get<{
+    Querystring: {
+      bucket: "hour" | "day";
+      from?: string;
+      to?: string;
+      source?: string;
+      format: "json" | "csv";
+    };
+  }>(
+    "/api/v1/reports",
+    {
+      schema: {
+        summary:
+          "Compliance report: totals, per hour or day, worst bucket, top hours, per source (JSON or CSV)",
+        tags: ["events"],
+        querystring: {
+          type: "object",
+          properties: {
+            bucket: { type: "string", enum: ["hour", "day"], default: "day" },
+            format: { type: "string", enum: ["json", "csv"], default: "json" },
+            ...range,
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request, reply) => {
+      const q = request.query;
+      const report = await buildReport(db, { bucket: q.bucket, ...timeRange(q), sourceId: q.source });
+      if (q.format === "csv")
+        return reply
+          .type("text/csv; charset=utf-8")
+          .header("content-disposition", 'attachment; filename="compliance-report.csv"')
+          .send(reportCsv(report));
+      return report;
+    },
+  );
+
+  app.delete<{ Params: { id: number } }>(
+    "/api/v1/events/:id",
+    {
+      config: { audit: "event.erase" },
+      schema: {
+        summary: "Erase one event with its snapshot and frame (admin)",
+        tags: ["events"],
+        params: { type: "object", properties: { id: { type: "integer", minimum: 1 } }, required: ["id"] },
+      },
+    },
+    async (request) => {
+      requireScope(request, "admin", ctx.config.auth);
+      const r = await eraseEvents(db, ctx.config.dataDir, { id: request.params.id });
+      if (!r.deleted) throw new HttpError(404, "not_found", `there is no event ${request.params.id}`);
+      return { status: "ok", deleted: r.deleted };
+    },
+  );
+
+  app.post<{ Body: { from?: string; to?: string; source?: string } }>(
+    "/api/v1/events/erase",
+    {
+      config: { audit: "events.erase" },
+      schema: {
+        summary: "Erase the events of a time range and/or a source, with their images (admin)",
+        tags: ["events"],
+        body: {
+          type: "object",
+          properties: { from: range.from, to: range.to, source: range.source },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request) => {
+      requireScope(request, "admin", ctx.config.auth);
+      const b = request.body ?? {};
+      const filter = { ...timeRange(b), sourceId: b.source };
+      if (filter.from === undefined && filter.to === undefined && filter.sourceId === undefined)
+        throw new HttpError(400, "invalid_parameters", "say what to erase: from, to and/or source");
+      return { status: "ok", ...(await eraseEvents(db, ctx.config.dataDir, filter)) };
+    },
+  );
+
   const live = new Set<FastifyReply>();
   app.addHook("preClose", async () => {
     for (const reply of live) reply.raw.end();
@@ -293,7 +376,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
         res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
       };
       const onEvent = (e: EventRecord) => {
-        if (!source || e.sourceId === source) send("event", presentEvent(e));
+        if (!source || e.sourceId === source) send("event", eventJson(e));
       };
       const onFrame = (f: LiveFrame) => {
         if (frames && (!source || f.sourceId === source))
@@ -329,24 +412,6 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
     if (!event) throw new HttpError(404, "not_found", `there is no event ${id}`);
     return event;
   }
-}
-
-export function presentEvent(e: EventRecord) {
-  return {
-    id: e.id,
-    time: new Date(e.at).toISOString(),
-    source_id: e.sourceId,
-    track_id: e.trackId,
-    kind: e.kind,
-    label: e.label,
-    confidence: e.confidence,
-    box: e.box,
-    snapshot_url: e.snapshot ? `/api/v1/events/${e.id}/snapshot` : null,
-    has_frame: e.hasFrame,
-    frame_url: e.hasFrame ? `/api/v1/events/${e.id}/frame` : null,
-    acknowledged_at: e.acknowledgedAt === null ? null : new Date(e.acknowledgedAt).toISOString(),
-    acknowledged_by: e.acknowledgedBy,
-  };
 }
 
 function csvRow(e: EventRecord): string {

@@ -9,6 +9,7 @@ export async function keyRoutes(app: FastifyInstance, ctx: ServerContext): Promi
   app.post<{ Body: { name: string; scopes?: string[] } }>(
     "/api/v1/keys",
     {
+      config: { audit: "key.create" },
       schema: {
         summary: "Create an API key (the key is in this answer only)",
         tags: ["keys"],
@@ -49,7 +50,7 @@ export async function keyRoutes(app: FastifyInstance, ctx: ServerContext): Promi
 
   app.delete<{ Params: { id: string } }>(
     "/api/v1/keys/:id",
-    { schema: { summary: "Revoke an API key", tags: ["keys"] } },
+    { config: { audit: "key.revoke" }, schema: { summary: "Revoke an API key", tags: ["keys"] } },
     async (request) => {
       requireScope(request, "admin", ctx.config.auth);
       try {

@@ -33,6 +33,7 @@ export async function settingsRoutes(app: FastifyInstance, ctx: ServerContext): 
   app.put<{ Body: Partial<RuntimeSettings> }>(
     "/api/v1/settings",
     {
+      config: { audit: "settings.update" },
       schema: {
         summary:
           "Change settings (any subset); they apply from the next frame, the smoothing window from a source's next start",

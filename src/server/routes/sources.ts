@@ -65,6 +65,7 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
   app.post<{ Body: SourceInput }>(
     "/api/v1/sources",
     {
+      config: { audit: "source.create" },
       schema: {
         summary: "Add a source (stopped)",
         tags: ["sources"],
@@ -101,7 +102,10 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
 
   app.patch<IdParams & { Body: SourceInput }>(
     "/api/v1/sources/:id",
-    { schema: { summary: "Change a source (a running one restarts)", tags: ["sources"], body: sourceBody } },
+    {
+      config: { audit: "source.update" },
+      schema: { summary: "Change a source (a running one restarts)", tags: ["sources"], body: sourceBody },
+    },
     async (request) => {
       admin(request);
       const { id, ...patch } = request.body;
@@ -111,7 +115,10 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
 
   app.delete<IdParams>(
     "/api/v1/sources/:id",
-    { schema: { summary: "Stop and remove a source (its events are kept)", tags: ["sources"] } },
+    {
+      config: { audit: "source.delete" },
+      schema: { summary: "Stop and remove a source (its events are kept)", tags: ["sources"] },
+    },
     async (request) => {
       await manage(request, request.params.id);
       await streams.remove(request.params.id);
