@@ -12,8 +12,14 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { AlertService } from "../src/alerts/service.ts";
+import { DEFAULT_WEBHOOK_SETTINGS } from "../src/alerts/webhooks.ts";
 import { loadConfig } from "../src/server/config.ts";
 import { type RunningServer, startServer } from "../src/server/main.ts";
+import { createWebhook } from "../src/store/alerts.ts";
+import { openDatabase } from "../src/store/db.ts";
+import { insertEvent } from "../src/store/events.ts";
+import { createBus } from "../src/streams/monitor.ts";
 import { unlessCI } from "./support/ci.ts";
 import { maskOffScene, videoSkipReason, writeVideo } from "./support/video.ts";
 
@@ -393,4 +399,74 @@ test("erasing a range needs a range; the audit log names who did what, without s
     json: { name: "v2", scopes: ["events:read"] },
   });
   assert.equal((await call("/api/v1/audit", { key: viewer.body.key })).status, 403);
+});
+
+test("the daily summary: yesterday's counts go out once after the hour, whatever the number of services", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "maskwatch-summary-"));
+  const db = await openDatabase({ dataDir: dir });
+  const settings = {
+    ...DEFAULT_WEBHOOK_SETTINGS,
+    retryBaseMs: 100,
+    ruleIntervalMs: 3_600_000,
+    dailySummaryHour: 6,
+  };
+  const services = [new AlertService(db, createBus(), settings), new AlertService(db, createBus(), settings)];
+  try {
+    const day = Date.UTC(2026, 0, 10);
+    const at = (h: number) => day - 86_400_000 + h * 3_600_000;
+    await insertEvent(db, {
+      at: at(9),
+      sourceId: "door",
+      trackId: 1,
+      kind: "observation",
+      label: "mask",
+      confidence: 0.9,
+      box: [0, 0, 9, 9],
+      snapshot: null,
+    });
+    await insertEvent(db, {
+      at: at(9) + 1,
+      sourceId: "door",
+      trackId: 2,
+      kind: "violation",
+      label: "no_mask",
+      confidence: 0.9,
+      box: [0, 0, 9, 9],
+      snapshot: null,
+    });
+    await insertEvent(db, {
+      at: day + 1,
+      sourceId: "door",
+      trackId: 3,
+      kind: "violation",
+      label: "no_mask",
+      confidence: 0.9,
+      box: [0, 0, 9, 9],
+      snapshot: null,
+    });
+    await createWebhook(db, { name: "summary", url: `${hookBase}/summary`, events: ["daily_summary"] });
+    // Only the senders run on their own: the ticks below say what time it is.
+    for (const s of services) s.dispatcher.start();
+    await Promise.all(services.map((s) => s.tick(day + 5 * 3_600_000)));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(received.filter((r) => r.path === "/summary").length, 0, "not before 06:00 UTC");
+    await Promise.all(services.map((s) => s.tick(day + 6 * 3_600_000)));
+    await Promise.all(services.map((s) => s.tick(day + 7 * 3_600_000)));
+    const got = await waitFor(() => received.find((r) => r.path === "/summary"), 5_000, "the summary");
+    const data = JSON.parse(got.body).data;
+    assert.equal(data.day, "2026-01-09");
+    assert.equal(data.totals.events, 2, "yesterday only");
+    assert.equal(data.totals.violations, 1);
+    assert.equal(data.totals.compliance_rate, 0.5);
+    assert.deepEqual(
+      data.top_hours.map((h: { hour: number }) => h.hour),
+      [9],
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(received.filter((r) => r.path === "/summary").length, 1, "once");
+  } finally {
+    for (const s of services) await s.close();
+    await db.close();
+    await rm(dir, { recursive: true, force: true });
+  }
 });
