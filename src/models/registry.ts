@@ -79,13 +79,14 @@ export const MODELS: readonly ModelEntry[] = [
   },
   {
     id: "mask-classifier",
-    version: "1",
+    version: "2",
     description:
-      "Mask classifier (mask / no_mask / incorrect), 64×64 face crops; trained by this project (training/)",
-    licence: "CC-BY-NC-SA-4.0",
+      "Mask classifier (mask / no_mask / incorrect), 64×64 face crops; trained by this project (training/) " +
+      "on data that allows commercial use",
+    licence: "MIT",
     source: { kind: "project", path: "models/mask-classifier.onnx" },
     file: "mask-classifier.onnx",
-    sha256: "72a31d6c1a7eda134cd82d4339d7b14551af8b6f0e2614b3b1f67444aed585e9",
+    sha256: "ddaabae7887c351233eb5462b75e7dd0a1d307beac2323005977f15318bcf553",
     bundled: true,
   },
   {
