@@ -8,6 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -99,6 +101,7 @@ before(async () => {
       MASKWATCH_WORKERS: "1",
       MASKWATCH_DATA_DIR: join(dir, "data"),
       MASKWATCH_ADMIN_PASSWORD: PASSWORD,
+      MASKWATCH_WEBHOOK_ATTEMPTS: "1",
     }),
   );
   browser = await launchBrowser(join(dir, "camera.y4m"));
@@ -626,6 +629,70 @@ test("a viewer sees everything but cannot change keys, sources or settings", asy
   }
 });
 
+test("alerts: a webhook added in the console is pinged, a failed delivery is re-sent; a rule; a printable report", async (t) => {
+  if (skip) return t.skip(unlessCI(skip));
+  // A real receiver on loopback that fails its first request.
+  const got: { event: string; delivery: string }[] = [];
+  let failNext = true;
+  const receiver = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      got.push({
+        event: String(req.headers["x-maskwatch-event"]),
+        delivery: String(req.headers["x-maskwatch-delivery"]),
+      });
+      const status = failNext ? 500 : 200;
+      failNext = false;
+      res.writeHead(status).end();
+    });
+  });
+  await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
+  try {
+    const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+    await page.goto("/alerts");
+    const form = page.getByRole("form", { name: "Add a webhook" });
+    await form.getByLabel("Name").fill("front desk");
+    await form.getByLabel("URL").fill(url);
+    await form.getByRole("button", { name: "Add webhook" }).click();
+    assert.match((await page.getByTestId("webhook-secret").textContent()) ?? "", /[0-9a-f]{64}/);
+    const row = page.getByTestId("webhook-row").filter({ hasText: "front desk" });
+    await row.getByRole("button", { name: "Send test" }).click();
+    await row.getByRole("button", { name: "Deliveries" }).click();
+    // One attempt only on this server (MASKWATCH_WEBHOOK_ATTEMPTS=1): the receiver's 500 fails it.
+    const failed = page.locator('[data-testid="delivery-row"][data-state="failed"]');
+    await failed.waitFor({ timeout: 15_000 });
+    assert.match((await failed.textContent()) ?? "", /answered 500/);
+    await screenshot(page, "alerts-failed-delivery");
+    await failed.getByRole("button", { name: "Resend" }).click();
+    await page.locator('[data-testid="delivery-row"][data-state="delivered"]').waitFor({ timeout: 15_000 });
+    assert.deepEqual(
+      got.map((g) => g.event),
+      ["ping", "ping"],
+    );
+    assert.equal(got[0].delivery, got[1].delivery, "the same delivery, sent again");
+
+    const rules = page.getByRole("form", { name: "Add a compliance rule" });
+    await rules.getByLabel("Name").fill("entrance");
+    await rules.getByLabel("Below (%)").fill("95");
+    await rules.getByRole("button", { name: "Add rule" }).click();
+    await page.getByTestId("rule-row").filter({ hasText: "entrance" }).waitFor();
+    await screenshot(page, "alerts");
+
+    await page.goto("/reports");
+    const compliance = page.getByTestId("report-compliance");
+    await compliance.waitFor();
+    assert.match((await compliance.textContent()) ?? "", /%/);
+    await page.getByRole("button", { name: /Print/ }).waitFor();
+    await page.emulateMedia({ media: "print" });
+    assert.equal(await page.locator(".topbar").isVisible(), false, "no menu bar on paper");
+    assert.ok(await page.getByTestId("report").isVisible());
+    await screenshot(page, "report-print");
+    await page.emulateMedia({ media: "screen" });
+  } finally {
+    await new Promise((r) => receiver.close(r));
+  }
+});
+
 test("every page renders; a phone-sized screen too; no console errors anywhere", async (t) => {
   if (skip) return t.skip(unlessCI(skip));
   for (const [path, name] of [
@@ -653,6 +720,8 @@ test("every page renders; a phone-sized screen too; no console errors anywhere",
     ["/violations", "violations-list-phone"],
     ["/sources", "sources-phone"],
     ["/live", "live-phone"],
+    ["/alerts", "alerts-phone"],
+    ["/reports", "reports-phone"],
     [`/live?sources=${fileSources.map((s) => s.id).join(",")}`, "live-grid-phone"],
   ] as const) {
     await page.goto(path);

@@ -1,11 +1,13 @@
 import type { ComponentType } from "react";
 import { ErrorNotice, Loading } from "./components/Feedback.tsx";
 import { Layout, Logo } from "./components/Layout.tsx";
+import { AlertsPage } from "./pages/Alerts.tsx";
 import { DashboardPage } from "./pages/Dashboard.tsx";
 import { KeysPage } from "./pages/Keys.tsx";
 import { LivePage } from "./pages/Live.tsx";
 import { LoginPage } from "./pages/Login.tsx";
 import { NotFoundPage } from "./pages/NotFound.tsx";
+import { ReportsPage } from "./pages/Reports.tsx";
 import { SettingsPage } from "./pages/Settings.tsx";
 import { SetupPage } from "./pages/Setup.tsx";
 import { SourcesPage } from "./pages/Sources.tsx";
@@ -19,6 +21,8 @@ const PAGES: Record<string, ComponentType> = {
   "/live": LivePage,
   "/upload": UploadPage,
   "/violations": ViolationsPage,
+  "/reports": ReportsPage,
+  "/alerts": AlertsPage,
   "/sources": SourcesPage,
   "/keys": KeysPage,
   "/settings": SettingsPage,

@@ -8,7 +8,9 @@ const NAV: { to: string; label: string; adminOnly?: boolean }[] = [
   { to: "/live", label: "Live" },
   { to: "/upload", label: "Upload" },
   { to: "/violations", label: "Violations" },
+  { to: "/reports", label: "Reports" },
   { to: "/sources", label: "Sources" },
+  { to: "/alerts", label: "Alerts", adminOnly: true },
   { to: "/keys", label: "API keys", adminOnly: true },
   { to: "/settings", label: "Settings" },
 ];
