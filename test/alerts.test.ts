@@ -409,6 +409,7 @@ test("the daily summary: yesterday's counts go out once after the hour, whatever
     retryBaseMs: 100,
     ruleIntervalMs: 3_600_000,
     dailySummaryHour: 6,
+    mqtt: null,
   };
   const services = [new AlertService(db, createBus(), settings), new AlertService(db, createBus(), settings)];
   try {

@@ -15,6 +15,7 @@ import { type EventRecord, eventJson, eventTotals } from "../store/events.ts";
 import { buildReport } from "../store/reports.ts";
 import { claimSetting } from "../store/settings.ts";
 import type { MonitorBus } from "../streams/monitor.ts";
+import { MqttPublisher, type MqttSettings } from "./mqtt.ts";
 import { WebhookDispatcher, type WebhookSettings } from "./webhooks.ts";
 
 export interface AlertSettings extends WebhookSettings {
@@ -22,6 +23,8 @@ export interface AlertSettings extends WebhookSettings {
   ruleIntervalMs: number;
   /** UTC hour after which yesterday's summary is sent (MASKWATCH_DAILY_SUMMARY_HOUR); null: never. */
   dailySummaryHour: number | null;
+  /** Also publish every alert to this MQTT broker (MASKWATCH_MQTT_URL); null: no MQTT. */
+  mqtt: MqttSettings | null;
 }
 
 interface Log {
@@ -33,6 +36,7 @@ const DAY_MS = 86_400_000;
 
 export class AlertService {
   readonly dispatcher: WebhookDispatcher;
+  private mqtt: MqttPublisher | undefined;
   private ruleTimer: NodeJS.Timeout | undefined;
   private ruleSoon: NodeJS.Timeout | undefined;
   private evaluating: Promise<void> | undefined;
@@ -52,6 +56,8 @@ export class AlertService {
 
   start(log?: Log): void {
     this.log = log;
+    if (this.settings.mqtt)
+      this.mqtt = new MqttPublisher(this.settings.mqtt, (obj, msg) => this.log?.warn(obj, msg));
     this.bus.on("event", this.onEvent);
     this.dispatcher.start();
     this.ruleTimer = setInterval(() => void this.tick(), this.settings.ruleIntervalMs);
@@ -59,7 +65,10 @@ export class AlertService {
     void this.tick();
   }
 
-  /** Queues `event` for every webhook that wants it, and sends it now. */
+  /**
+   * Queues `event` for every webhook that wants it and sends it now, and publishes it over MQTT;
+   * `only` (a webhook id) sends a test to that webhook alone.
+   */
   async alert(
     event: WebhookEvent,
     data: unknown,
@@ -69,6 +78,10 @@ export class AlertService {
     const payload = { event, sent_at: new Date().toISOString(), data };
     const ids = await enqueueDeliveries(this.db, event, payload, { sourceId, only });
     if (ids.length) this.dispatcher.kick();
+    if (this.mqtt && !only)
+      await this.mqtt
+        .publish(event, payload, sourceId)
+        .catch((err) => this.log?.warn({ err, event }, "MQTT publish failed"));
     return ids;
   }
 
@@ -156,5 +169,6 @@ export class AlertService {
     clearTimeout(this.ruleSoon);
     await this.evaluating;
     await this.dispatcher.close();
+    await this.mqtt?.close();
   }
 }

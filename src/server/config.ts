@@ -175,6 +175,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
     }
   }
 
+  const mqttUrl = url("MASKWATCH_MQTT_URL", ["mqtt", "mqtts", "ws", "wss"]);
+  const mqttPrefix = env.MASKWATCH_MQTT_TOPIC_PREFIX || "maskwatch";
+  if (/[+#]/.test(mqttPrefix) || mqttPrefix.includes("\0") || mqttPrefix.startsWith("/") || mqttPrefix.endsWith("/"))
+    problems.push(
+      `MASKWATCH_MQTT_TOPIC_PREFIX=${mqttPrefix}: must be topic levels without +, # or a leading/trailing /`,
+    );
   const dataDir = resolve(env.MASKWATCH_DATA_DIR || "data");
   const config: Config = {
     port: int("PORT", 8080, 0, 65535),
@@ -239,6 +245,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
       dailySummaryHour: env.MASKWATCH_DAILY_SUMMARY_HOUR
         ? int("MASKWATCH_DAILY_SUMMARY_HOUR", 0, 0, 23)
         : null,
+      mqtt: mqttUrl ? { url: mqttUrl, prefix: mqttPrefix } : null,
     },
     leaseMs: int("MASKWATCH_LEASE_MS", 5000, 1000, 600_000),
     advertiseUrl: url("MASKWATCH_ADVERTISE_URL", ["http", "https"]),
@@ -260,6 +267,10 @@ export function describeConfig(config: Config): Record<string, unknown> {
     admin: { username: config.admin.username, password: config.admin.password ? "(set)" : undefined },
     databaseUrl: config.databaseUrl ? hidePassword(config.databaseUrl) : undefined,
     redisUrl: config.redisUrl ? hidePassword(config.redisUrl) : undefined,
+    alerts: {
+      ...config.alerts,
+      mqtt: config.alerts.mqtt && { ...config.alerts.mqtt, url: hidePassword(config.alerts.mqtt.url) },
+    },
   };
 }
 
