@@ -104,6 +104,7 @@ export async function benchStream(pulled: Set<string>, repeats: number): Promise
       cooldownMs: 60_000,
       snapshots: true,
       blur: false,
+      blurOthers: false,
       dataDir,
       fps: 10,
       maxWidth: VIDEO_WIDTH,

@@ -64,6 +64,8 @@ export interface Config {
     cooldownSeconds: number;
     snapshots: boolean;
     blur: boolean;
+    /** MASKWATCH_BLUR_OTHERS: blur everyone but the violator in the stored frame. */
+    blurOthers: boolean;
   };
   /** Webhooks and compliance rules (MASKWATCH_WEBHOOK_*, MASKWATCH_ALERT_INTERVAL_MS, MASKWATCH_DAILY_SUMMARY_HOUR). */
   alerts: AlertSettings;
@@ -177,7 +179,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
 
   const mqttUrl = url("MASKWATCH_MQTT_URL", ["mqtt", "mqtts", "ws", "wss"]);
   const mqttPrefix = env.MASKWATCH_MQTT_TOPIC_PREFIX || "maskwatch";
-  if (/[+#]/.test(mqttPrefix) || mqttPrefix.includes("\0") || mqttPrefix.startsWith("/") || mqttPrefix.endsWith("/"))
+  if (
+    /[+#]/.test(mqttPrefix) ||
+    mqttPrefix.includes("\0") ||
+    mqttPrefix.startsWith("/") ||
+    mqttPrefix.endsWith("/")
+  )
     problems.push(
       `MASKWATCH_MQTT_TOPIC_PREFIX=${mqttPrefix}: must be topic levels without +, # or a leading/trailing /`,
     );
@@ -229,6 +236,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = readEnv()): Config {
       cooldownSeconds: int("MASKWATCH_COOLDOWN", 60, 0, 86_400),
       snapshots: onOff("MASKWATCH_SNAPSHOTS", true),
       blur: onOff("MASKWATCH_BLUR_SNAPSHOTS", false),
+      blurOthers: onOff("MASKWATCH_BLUR_OTHERS", false),
     },
     retentionDays: int("MASKWATCH_RETENTION_DAYS", 0, 0, 36_500),
     jobs: {

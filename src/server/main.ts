@@ -52,6 +52,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       cooldownMs: config.stream.cooldownSeconds * 1000,
       snapshots: config.stream.snapshots,
       blur: config.stream.blur,
+      blurOthers: config.stream.blurOthers,
       dataDir: config.dataDir,
       fps: config.stream.fps,
       maxWidth: config.stream.maxWidth,

@@ -16,6 +16,8 @@ export interface RuntimeSettings {
   cooldown_seconds: number;
   snapshots: boolean;
   blur_snapshots: boolean;
+  /** Blur every face in a violation's stored frame except the violator's. */
+  blur_others: boolean;
   retention_days: number;
 }
 
@@ -31,6 +33,7 @@ export function defaultSettings(config: Config): RuntimeSettings {
     cooldown_seconds: config.stream.cooldownSeconds,
     snapshots: config.stream.snapshots,
     blur_snapshots: config.stream.blur,
+    blur_others: config.stream.blurOthers,
     retention_days: config.retentionDays,
   };
 }
@@ -66,5 +69,6 @@ export function applySettings(settings: RuntimeSettings, streams: StreamManager)
     cooldownMs: settings.cooldown_seconds * 1000,
     snapshots: settings.snapshots,
     blur: settings.blur_snapshots,
+    blurOthers: settings.blur_others,
   });
 }

@@ -11,7 +11,7 @@ import { type EventRecord, insertEvent, listEvents } from "../store/events.ts";
 import type { SourceRecord } from "../store/sources.ts";
 import { drawFaces, LABEL_NAMES } from "../vision/draw.ts";
 import type { AnalyzeOptions } from "../vision/engine.ts";
-import { iou } from "../vision/nms.ts";
+import { type Box, iou } from "../vision/nms.ts";
 import { type LabelChange, type Track, Tracker } from "../vision/tracker.ts";
 import type { Face, MaskLabel, RgbImage } from "../vision/types.ts";
 import { type CaptureState, FfmpegCapture, type Frame } from "./ffmpeg.ts";
@@ -36,6 +36,8 @@ export interface MonitorSettings {
   snapshots: boolean;
   /** Blur the face in stored snapshots. */
   blur: boolean;
+  /** Blur every face but the violator's in the stored frame (privacy of passers-by). */
+  blurOthers: boolean;
   dataDir: string;
   /** Default fps cap and width for ffmpeg sources (a source's options override them). */
   fps: number;
@@ -333,7 +335,7 @@ export class SourceMonitor {
     }
     const saved = kind === "violation" && this.settings.snapshots;
     const [jpeg, whole] = saved
-      ? await Promise.all([this.snapshot(frame, track), this.context(frame)])
+      ? await Promise.all([this.snapshot(frame, track), this.context(frame, track.id)])
       : [undefined, undefined];
     const event = await insertEvent(
       this.deps.db,
@@ -371,36 +373,14 @@ export class SourceMonitor {
     return img.jpeg({ quality: 85 }).toBuffer();
   }
 
-  /**
-   * The whole frame, at most 960 px wide, for the violation's review; with blurring on, every face the
-   * tracker sees in it is blurred.
-   */
-  private async context(frame: Frame): Promise<Uint8Array> {
-    const { image } = frame;
-    const raw = { raw: { width: image.width, height: image.height, channels: 3 as const } };
-    let img = sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.length), raw);
-    if (this.settings.blur) {
-      const layers = [];
-      for (const t of this.tracker.tracks()) {
-        const [x1, y1, x2, y2] = t.box;
-        const left = clamp(Math.round(x1), 0, image.width - 1);
-        const top = clamp(Math.round(y1), 0, image.height - 1);
-        const width = clamp(Math.round(x2 - x1), 1, image.width - left);
-        const height = clamp(Math.round(y2 - y1), 1, image.height - top);
-        const blurred = await sharp(
-          Buffer.from(image.data.buffer, image.data.byteOffset, image.data.length),
-          raw,
-        )
-          .extract({ left, top, width, height })
-          .blur(Math.max(4, Math.max(width, height) / 10))
-          .png()
-          .toBuffer();
-        layers.push({ input: blurred, left, top });
-      }
-      if (layers.length) img = sharp(await img.composite(layers).png().toBuffer());
-    }
-    if (image.width > 960) img = img.resize({ width: 960 });
-    return img.jpeg({ quality: 75 }).toBuffer();
+  /** The whole frame for the violation's review, faces blurred as the settings say. */
+  private context(frame: Frame, trackId: number): Promise<Uint8Array> {
+    const { blur, blurOthers } = this.settings;
+    const boxes = blur || blurOthers ? this.tracker.tracks().filter((t) => blur || t.id !== trackId) : [];
+    return contextFrame(
+      frame.image,
+      boxes.map((t) => t.box),
+    );
   }
 
   private onCaptureState(state: CaptureState, error?: string): void {
@@ -452,4 +432,30 @@ function clamp(v: number, lo: number, hi: number): number {
 
 function round(v: number): number {
   return Math.round(v * 1000) / 1000;
+}
+
+/**
+ * A frame as a JPEG at most 960 px wide, with the faces in `blurred` ([x1, y1, x2, y2] in its pixels)
+ * blurred beyond recognition: the context stored with a violation.
+ */
+export async function contextFrame(image: RgbImage, blurred: readonly Box[]): Promise<Uint8Array> {
+  const raw = { raw: { width: image.width, height: image.height, channels: 3 as const } };
+  const pixels = () => sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.length), raw);
+  let img = pixels();
+  const layers = [];
+  for (const [x1, y1, x2, y2] of blurred) {
+    const left = clamp(Math.round(x1), 0, image.width - 1);
+    const top = clamp(Math.round(y1), 0, image.height - 1);
+    const width = clamp(Math.round(x2 - x1), 1, image.width - left);
+    const height = clamp(Math.round(y2 - y1), 1, image.height - top);
+    const face = await pixels()
+      .extract({ left, top, width, height })
+      .blur(Math.max(4, Math.max(width, height) / 10))
+      .png()
+      .toBuffer();
+    layers.push({ input: face, left, top });
+  }
+  if (layers.length) img = sharp(await img.composite(layers).png().toBuffer());
+  if (image.width > 960) img = img.resize({ width: 960 });
+  return img.jpeg({ quality: 75 }).toBuffer();
 }

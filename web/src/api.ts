@@ -38,6 +38,7 @@ export interface Settings {
   cooldown_seconds: number;
   snapshots: boolean;
   blur_snapshots: boolean;
+  blur_others: boolean;
   retention_days: number;
 }
 

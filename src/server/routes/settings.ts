@@ -17,6 +17,10 @@ const settingsSchema = {
     cooldown_seconds: { type: "integer", minimum: 0, maximum: 86_400 },
     snapshots: { type: "boolean" },
     blur_snapshots: { type: "boolean" },
+    blur_others: {
+      type: "boolean",
+      description: "blur every face in a violation's frame except the violator's",
+    },
     retention_days: { type: "integer", minimum: 0, maximum: 36_500 },
   },
   additionalProperties: false,

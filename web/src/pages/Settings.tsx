@@ -35,6 +35,7 @@ function toDraft(s: Settings): Draft {
     cooldown_seconds: String(s.cooldown_seconds),
     snapshots: s.snapshots,
     blur_snapshots: s.blur_snapshots,
+    blur_others: s.blur_others,
     retention_days: String(s.retention_days),
   };
 }
@@ -50,6 +51,7 @@ function fromDraft(d: Draft): Settings {
     cooldown_seconds: Number(d.cooldown_seconds),
     snapshots: d.snapshots === true,
     blur_snapshots: d.blur_snapshots === true,
+    blur_others: d.blur_others === true,
     retention_days: Number(d.retention_days),
   };
 }
@@ -215,6 +217,15 @@ function MonitoringSettings({ editable }: { editable: boolean }) {
                   onChange={(e) => set({ blur_snapshots: e.target.checked })}
                 />
                 Blur faces in snapshots
+              </label>
+              <label className="check">
+                <input
+                  type="checkbox"
+                  checked={draft.blur_others === true}
+                  disabled={draft.snapshots !== true || draft.blur_snapshots === true}
+                  onChange={(e) => set({ blur_others: e.target.checked })}
+                />
+                Blur everyone but the violator in the stored frame
               </label>
             </div>
           </fieldset>
