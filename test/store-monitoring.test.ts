@@ -185,6 +185,7 @@ test("the migrations in order; migration 2 has a statement per engine for events
       [6, "source_owner"],
       [7, "event_review"],
       [8, "alerts"],
+      [9, "zones"],
     ],
   );
   const perEngine = migrations[1]!.up.filter((s) => typeof s !== "string");

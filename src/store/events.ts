@@ -25,6 +25,8 @@ export interface NewEvent {
   box: Box;
   /** A path relative to the data dir (no `..`, not absolute), or null. */
   snapshot: string | null;
+  /** The name of the source's zone the face was in; left out (null) where the source has no zones. */
+  zone?: string | null;
 }
 
 export interface EventRecord extends NewEvent {
@@ -52,6 +54,8 @@ export interface EventFilter {
   /** Exclusive, epoch ms. */
   to?: number;
   sourceId?: string;
+  /** Only events in this zone. */
+  zone?: string;
 }
 
 export interface ListEventsOptions extends EventFilter {
@@ -103,10 +107,11 @@ interface Row {
   acknowledged_at: number | null;
   acknowledged_by: string | null;
   has_frame: number | boolean | null;
+  zone: string | null;
 }
 
 const COLUMNS =
-  "id, at, source_id, track_id, kind, label, confidence, box, snapshot, acknowledged_at, acknowledged_by, " +
+  "id, at, source_id, track_id, kind, label, confidence, box, snapshot, acknowledged_at, acknowledged_by, zone, " +
   "(SELECT COUNT(*) FROM snapshots s WHERE s.event_id = events.id AND s.frame IS NOT NULL) AS has_frame";
 
 function toRecord(r: Row): EventRecord {
@@ -130,6 +135,7 @@ function toRecord(r: Row): EventRecord {
     acknowledgedAt: r.acknowledged_at === null ? null : Number(r.acknowledged_at),
     acknowledgedBy: r.acknowledged_by,
     hasFrame: Number(r.has_frame ?? 0) > 0,
+    ...(r.zone ? { zone: r.zone } : {}),
   };
 }
 
@@ -165,6 +171,9 @@ export function checkEvent(e: NewEvent): NewEvent {
   }
   const snapshot = e.snapshot ?? null;
   if (snapshot !== null) checkSnapshotPath(snapshot);
+  const zone = e.zone ?? null;
+  if (zone !== null && (typeof zone !== "string" || !zone || zone.length > 100))
+    invalid("event.zone is null or a zone name of 1-100 characters");
   return {
     at: e.at,
     sourceId: e.sourceId,
@@ -174,6 +183,7 @@ export function checkEvent(e: NewEvent): NewEvent {
     confidence: e.confidence,
     box: [e.box[0], e.box[1], e.box[2], e.box[3]],
     snapshot,
+    ...(zone !== null ? { zone } : {}),
   };
 }
 
@@ -205,9 +215,19 @@ export async function insertEvent(
   const ev = checkEvent(jpeg ? { ...e, snapshot: SNAPSHOT_IN_DATABASE } : e);
   const insert = async (tx: Database) => {
     const rows = await tx.query<{ id: number }>(
-      `INSERT INTO events (at, source_id, track_id, kind, label, confidence, box, snapshot)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-      [ev.at, ev.sourceId, ev.trackId, ev.kind, ev.label, ev.confidence, JSON.stringify(ev.box), ev.snapshot],
+      `INSERT INTO events (at, source_id, track_id, kind, label, confidence, box, snapshot, zone)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+      [
+        ev.at,
+        ev.sourceId,
+        ev.trackId,
+        ev.kind,
+        ev.label,
+        ev.confidence,
+        JSON.stringify(ev.box),
+        ev.snapshot,
+        ev.zone ?? null,
+      ],
     );
     const id = rows[0]?.id;
     if (id === undefined) throw new Error("INSERT … RETURNING id returned no row");
@@ -305,6 +325,11 @@ function filterClauses(f: EventFilter): { where: string[]; params: Param[] } {
     if (typeof f.sourceId !== "string") throw new StoreError("invalid_filter", "sourceId is a string");
     where.push("source_id = ?");
     params.push(f.sourceId);
+  }
+  if (f.zone !== undefined && f.zone !== null) {
+    if (typeof f.zone !== "string") throw new StoreError("invalid_filter", "zone is a string");
+    where.push("zone = ?");
+    params.push(f.zone);
   }
   return { where, params };
 }
@@ -530,6 +555,7 @@ export function eventJson(e: EventRecord) {
     label: e.label,
     confidence: e.confidence,
     box: e.box,
+    zone: e.zone ?? null,
     snapshot_url: e.snapshot ? `/api/v1/events/${e.id}/snapshot` : null,
     has_frame: e.hasFrame,
     frame_url: e.hasFrame ? `/api/v1/events/${e.id}/frame` : null,

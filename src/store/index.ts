@@ -11,3 +11,4 @@ export * from "./sessions.ts";
 export * from "./settings.ts";
 export * from "./sources.ts";
 export * from "./users.ts";
+export * from "./zones.ts";

@@ -218,6 +218,26 @@ export const migrations: readonly Migration[] = [
       "CREATE INDEX audit_log_at_idx ON audit_log (at)",
     ],
   },
+  {
+    id: 9,
+    name: "zones",
+    up: [
+      // Areas of a source's picture (polygons in 0–1 frame coordinates): with any active, only faces
+      // inside one count, and each event records the zone it happened in.
+      `CREATE TABLE zones (
+        id TEXT PRIMARY KEY,
+        source_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        polygon TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      )`,
+      "CREATE UNIQUE INDEX zones_source_name_idx ON zones (source_id, name)",
+      "ALTER TABLE events ADD COLUMN zone TEXT",
+      "CREATE INDEX events_zone_at_idx ON events (zone, at)",
+    ],
+  },
 ];
 
 function deliveriesTable(key: string): string {

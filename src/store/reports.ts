@@ -61,7 +61,7 @@ export async function buildReport(
   db: Database,
   opts: EventFilter & { bucket: StatsBucket },
 ): Promise<Report> {
-  const filter: EventFilter = { from: opts.from, to: opts.to, sourceId: opts.sourceId };
+  const filter: EventFilter = { from: opts.from, to: opts.to, sourceId: opts.sourceId, zone: opts.zone };
   const [totals, buckets, hours, sources] = await Promise.all([
     eventTotals(db, filter),
     eventStats(db, { ...filter, bucket: opts.bucket }),

@@ -9,6 +9,7 @@ import sharp from "sharp";
 import type { Database } from "../store/db.ts";
 import { type EventRecord, insertEvent, listEvents } from "../store/events.ts";
 import type { SourceRecord } from "../store/sources.ts";
+import { listZones } from "../store/zones.ts";
 import { drawFaces, LABEL_NAMES } from "../vision/draw.ts";
 import type { AnalyzeOptions } from "../vision/engine.ts";
 import { type Box, iou } from "../vision/nms.ts";
@@ -16,6 +17,7 @@ import { type LabelChange, type Track, Tracker } from "../vision/tracker.ts";
 import type { Face, MaskLabel, RgbImage } from "../vision/types.ts";
 import { type CaptureState, FfmpegCapture, type Frame } from "./ffmpeg.ts";
 import { MjpegHub } from "./mjpeg.ts";
+import { type ActiveZone, zoneOf } from "./zones.ts";
 
 /** Runs detection (and mask classification) on one frame; the server passes its worker pool. */
 export type Analyze = (image: RgbImage, options: AnalyzeOptions) => Promise<{ faces: Face[] }>;
@@ -98,6 +100,8 @@ export function createBus(): MonitorBus {
 const VIOLATIONS: ReadonlySet<MaskLabel> = new Set(["no_mask", "incorrect"]);
 /** Overlap at which a new track's violation is taken for an earlier run's (same person, same place). */
 const SAME_PLACE_IOU = 0.3;
+/** How often a monitor reads its source's zones (a change on another replica shows within this). */
+const ZONES_REFRESH_MS = 5_000;
 
 export class SourceMonitor {
   readonly mjpeg = new MjpegHub();
@@ -121,6 +125,9 @@ export class SourceMonitor {
   /** Violations of this source within the cooldown before this run started (see start()). */
   private earlier: Promise<EventRecord[]> = Promise.resolve([]);
   private idle: Promise<void> = Promise.resolve();
+  /** The source's active zones, read from the database at most every ZONES_REFRESH_MS. */
+  private zones: ActiveZone[] = [];
+  private zonesReadAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly source: SourceRecord,
@@ -156,6 +163,7 @@ export class SourceMonitor {
             .catch(() => [])
         : Promise.resolve([]);
     this.visible = [];
+    this.reloadZones();
     this.frames = 0;
     this.dropped = 0;
     this.fps = 0;
@@ -256,6 +264,23 @@ export class SourceMonitor {
     }
   }
 
+  /** Zones are read again at the next frame (after a change made on this replica). */
+  reloadZones(): void {
+    this.zonesReadAt = Number.NEGATIVE_INFINITY;
+  }
+
+  private async activeZones(): Promise<ActiveZone[]> {
+    if (Date.now() - this.zonesReadAt >= ZONES_REFRESH_MS) {
+      this.zonesReadAt = Date.now();
+      try {
+        this.zones = (await listZones(this.deps.db, this.source.id)).filter((z) => z.active);
+      } catch (err) {
+        this.lastError = `zones not read: ${(err as Error).message}`;
+      }
+    }
+    return this.zones;
+  }
+
   private async process(frame: Frame): Promise<void> {
     const { image } = frame;
     let faces: Face[];
@@ -286,6 +311,10 @@ export class SourceMonitor {
     }
     this.lastFrameAt = frame.at;
     this.frames++;
+    // With active zones, only faces whose centre is in one count (and are tracked).
+    const zones = await this.activeZones();
+    if (zones.length)
+      faces = faces.filter((f) => zoneOf(f.box, image.width, image.height, zones) !== undefined);
     const update = this.tracker.update(faces);
     this.visible = update.visible;
     for (const id of update.ended) this.lastViolation.delete(id);
@@ -348,6 +377,7 @@ export class SourceMonitor {
         confidence: round(track.confidence),
         box: track.box.map(Math.round) as [number, number, number, number],
         snapshot: null,
+        zone: zoneOf(track.box, frame.image.width, frame.image.height, this.zones) ?? null,
       },
       jpeg,
       whole,

@@ -29,6 +29,7 @@ const range = {
   from: { type: "string", description: "ISO 8601 time or epoch ms, inclusive" },
   to: { type: "string", description: "ISO 8601 time or epoch ms, exclusive" },
   source: { type: "string" },
+  zone: { type: "string", description: "only events in this zone (by name)" },
   api_key: { type: "string", description: "the API key, where a header cannot be sent" },
 } as const;
 
@@ -36,6 +37,7 @@ interface EventsQuery {
   from?: string;
   to?: string;
   source?: string;
+  zone?: string;
   label?: Label;
   kind?: "violation" | "observation";
   limit?: number;
@@ -79,6 +81,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
       const page = await listEvents(db, {
         ...timeRange(q),
         sourceId: q.source,
+        zone: q.zone,
         label: q.label,
         kind: q.kind,
         limit: q.limit,
@@ -171,7 +174,9 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
     },
   );
 
-  app.get<{ Querystring: { bucket: "hour" | "day"; from?: string; to?: string; source?: string } }>(
+  app.get<{
+    Querystring: { bucket: "hour" | "day"; from?: string; to?: string; source?: string; zone?: string };
+  }>(
     "/api/v1/stats",
     {
       schema: {
@@ -186,7 +191,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
     },
     async (request) => {
       const q = request.query;
-      const filter = { ...timeRange(q), sourceId: q.source };
+      const filter = { ...timeRange(q), sourceId: q.source, zone: q.zone };
       const [buckets, totals] = await Promise.all([
         eventStats(db, { bucket: q.bucket, ...filter }),
         eventTotals(db, filter),
@@ -218,7 +223,15 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
     },
   );
 
-  app.get<{ Querystring: { from?: string; to?: string; source?: string; label?: "no_mask" | "incorrect" } }>(
+  app.get<{
+    Querystring: {
+      from?: string;
+      to?: string;
+      source?: string;
+      zone?: string;
+      label?: "no_mask" | "incorrect";
+    };
+  }>(
     "/api/v1/violations.csv",
     {
       schema: {
@@ -237,12 +250,13 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
       const filter = {
         ...timeRange(q),
         sourceId: q.source,
+        zone: q.zone,
         label: q.label,
         kind: "violation" as const,
         order: "asc" as const,
       };
       async function* rows() {
-        yield "Timestamp,Face_ID,Status,Confidence,Source,Label,Box,Snapshot,Event_ID\r\n";
+        yield "Timestamp,Face_ID,Status,Confidence,Source,Label,Box,Snapshot,Event_ID,Zone\r\n";
         let cursor: string | undefined;
         do {
           const page = await listEvents(db, { ...filter, limit: 1000, cursor });
@@ -263,6 +277,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
       from?: string;
       to?: string;
       source?: string;
+      zone?: string;
       format: "json" | "csv";
     };
   }>(
@@ -285,7 +300,12 @@ export async function eventRoutes(app: FastifyInstance, ctx: ServerContext): Pro
     },
     async (request, reply) => {
       const q = request.query;
-      const report = await buildReport(db, { bucket: q.bucket, ...timeRange(q), sourceId: q.source });
+      const report = await buildReport(db, {
+        bucket: q.bucket,
+        ...timeRange(q),
+        sourceId: q.source,
+        zone: q.zone,
+      });
       if (q.format === "csv")
         return reply
           .type("text/csv; charset=utf-8")
@@ -425,6 +445,7 @@ function csvRow(e: EventRecord): string {
     e.box.join(" "),
     e.snapshot ? `/api/v1/events/${e.id}/snapshot` : "",
     e.id,
+    e.zone ? csvField(e.zone) : "",
   ].join(",")}\r\n`;
 }
 

@@ -1,5 +1,13 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { countOwnedSources } from "../../store/sources.ts";
+import {
+  createZone,
+  deleteZone,
+  listZones,
+  updateZone,
+  type ZoneInput,
+  type ZoneRecord,
+} from "../../store/zones.ts";
 import type { SourceInput, SourceView } from "../../streams/manager.ts";
 import { decodeImage } from "../../vision/image.ts";
 import { requireScope } from "../auth.ts";
@@ -132,6 +140,92 @@ export async function sourceRoutes(app: FastifyInstance, ctx: ServerContext): Pr
     async (request) => {
       await manage(request, request.params.id);
       return present(await streams.start(request.params.id), principal(request));
+    },
+  );
+
+  const zoneBody = {
+    type: "object",
+    properties: {
+      name: { type: "string", minLength: 1, maxLength: 100 },
+      polygon: {
+        type: "array",
+        minItems: 3,
+        maxItems: 64,
+        description: "[x, y] points, fractions (0–1) of the frame's width and height",
+        items: { type: "array", minItems: 2, maxItems: 2, items: { type: "number", minimum: 0, maximum: 1 } },
+      },
+      active: { type: "boolean" },
+    },
+    additionalProperties: false,
+  } as const;
+  const zoneJson = (z: ZoneRecord) => ({
+    id: z.id,
+    source_id: z.sourceId,
+    name: z.name,
+    polygon: z.polygon,
+    active: z.active,
+    created_at: new Date(z.createdAt).toISOString(),
+    updated_at: new Date(z.updatedAt).toISOString(),
+  });
+  const zonesChanged = (id: string) => streams.monitor(id)?.reloadZones();
+
+  app.get<IdParams>(
+    "/api/v1/sources/:id/zones",
+    {
+      schema: {
+        summary: "A source's zones (with any active, only faces inside one count)",
+        tags: ["sources"],
+      },
+    },
+    async (request) => {
+      requireScope(request, "events:read", ctx.config.auth);
+      await streams.get(request.params.id);
+      return { zones: (await listZones(ctx.db, request.params.id)).map(zoneJson) };
+    },
+  );
+
+  app.post<IdParams & { Body: ZoneInput }>(
+    "/api/v1/sources/:id/zones",
+    {
+      config: { audit: "zone.create" },
+      schema: {
+        summary: "Add a zone: a named polygon over the source's picture",
+        tags: ["sources"],
+        body: { ...zoneBody, required: ["name", "polygon"] },
+      },
+    },
+    async (request, reply) => {
+      admin(request);
+      await streams.get(request.params.id);
+      const zone = await createZone(ctx.db, request.params.id, request.body);
+      zonesChanged(request.params.id);
+      reply.status(201);
+      return zoneJson(zone);
+    },
+  );
+
+  app.patch<{ Params: { id: string; zone: string }; Body: ZoneInput }>(
+    "/api/v1/sources/:id/zones/:zone",
+    {
+      config: { audit: "zone.update" },
+      schema: { summary: "Change a zone (name, polygon, active)", tags: ["sources"], body: zoneBody },
+    },
+    async (request) => {
+      admin(request);
+      const zone = await updateZone(ctx.db, request.params.id, request.params.zone, request.body);
+      zonesChanged(request.params.id);
+      return zoneJson(zone);
+    },
+  );
+
+  app.delete<{ Params: { id: string; zone: string } }>(
+    "/api/v1/sources/:id/zones/:zone",
+    { config: { audit: "zone.delete" }, schema: { summary: "Remove a zone", tags: ["sources"] } },
+    async (request) => {
+      admin(request);
+      await deleteZone(ctx.db, request.params.id, request.params.zone);
+      zonesChanged(request.params.id);
+      return { status: "ok" };
     },
   );
 
