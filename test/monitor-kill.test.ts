@@ -231,6 +231,7 @@ async function killDuringEvents(
         label: stored.label,
         confidence: stored.confidence,
         box: stored.box,
+        zone: stored.zone ?? null,
         snapshot_url: stored.snapshot ? `/api/v1/events/${stored.id}/snapshot` : null,
         has_frame: stored.hasFrame,
         frame_url: stored.hasFrame ? `/api/v1/events/${stored.id}/frame` : null,

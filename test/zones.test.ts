@@ -188,6 +188,18 @@ test("a zone over the right half: only the person there counts; events carry the
     (await call("/api/v1/sources/nope/zones", { json: { name: "x", polygon: right } })).status,
     404,
   );
+  const rule = await call("/api/v1/alert-rules", {
+    json: {
+      name: "till queue",
+      source_id: "default",
+      zone: "counter",
+      below_percent: 90,
+      window_minutes: 60,
+      min_faces: 2,
+    },
+  });
+  assert.equal(rule.status, 201, rule.text);
+  assert.equal(rule.body.zone, "counter");
   const made = await call("/api/v1/sources/default/zones", { json: { name: "counter", polygon: right } });
   assert.equal(made.status, 201, made.text);
   const unused = await call("/api/v1/sources/default/zones", {
@@ -248,6 +260,12 @@ test("a zone over the right half: only the person there counts; events carry the
   assert.equal((await call("/api/v1/events?zone=door")).body.events.length, 0);
   assert.equal((await call("/api/v1/stats?zone=counter")).body.totals.violations, 1);
   assert.equal((await call("/api/v1/reports?zone=door")).body.totals.events, 0);
+  // The zone's compliance: one mask, one violation, 50 % < 90 %.
+  const fired = Date.now() + 10_000;
+  while (!(await call(`/api/v1/alert-rules/${rule.body.id}`)).body.firing) {
+    assert.ok(Date.now() < fired, "the zone's rule fires");
+    await new Promise((r) => setTimeout(r, 200));
+  }
   const csv = await call("/api/v1/violations.csv?zone=counter");
   const lines = csv.text.trim().split("\r\n");
   assert.match(lines[0], /,Zone$/);

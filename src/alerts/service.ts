@@ -117,7 +117,12 @@ export class AlertService {
 
   private async evaluate(rule: AlertRuleRecord, now: number): Promise<void> {
     const from = now - rule.windowMinutes * 60_000;
-    const counts = await eventTotals(this.db, { from, to: now + 1, sourceId: rule.sourceId ?? undefined });
+    const counts = await eventTotals(this.db, {
+      from,
+      to: now + 1,
+      sourceId: rule.sourceId ?? undefined,
+      zone: rule.zone ?? undefined,
+    });
     const faces = counts.mask + counts.noMask + counts.incorrect;
     if (faces < rule.minFaces) return;
     const rate = counts.mask / faces;
@@ -132,6 +137,7 @@ export class AlertService {
         window_minutes: rule.windowMinutes,
       },
       source_id: rule.sourceId,
+      zone: rule.zone,
       compliance_rate: rate,
       faces,
       mask: counts.mask,

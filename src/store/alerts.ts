@@ -384,6 +384,8 @@ export interface AlertRuleRecord {
   name: string;
   /** Only this source's faces; null: all sources together. */
   sourceId: string | null;
+  /** Only faces in zones of this name; null: wherever they are. */
+  zone: string | null;
   /** Alert when the share of faces wearing a mask correctly falls under this (0–100). */
   belowPercent: number;
   windowMinutes: number;
@@ -400,6 +402,7 @@ export interface AlertRuleRecord {
 export interface NewAlertRule {
   name: string;
   sourceId?: string | null;
+  zone?: string | null;
   belowPercent: number;
   windowMinutes: number;
   minFaces?: number;
@@ -411,6 +414,7 @@ interface RuleRow {
   id: string;
   name: string;
   source_id: string | null;
+  zone: string | null;
   below_percent: number;
   window_minutes: number;
   min_faces: number;
@@ -426,6 +430,7 @@ function toRule(r: RuleRow): AlertRuleRecord {
     id: r.id,
     name: r.name,
     sourceId: r.source_id,
+    zone: r.zone,
     belowPercent: Number(r.below_percent),
     windowMinutes: Number(r.window_minutes),
     minFaces: Number(r.min_faces),
@@ -449,12 +454,19 @@ function checkRule(r: { belowPercent: unknown; windowMinutes: unknown; minFaces:
     invalid("invalid_value", "min_faces is a whole number from 1");
 }
 
+function checkZoneName(zone: unknown): string {
+  if (typeof zone !== "string" || !zone.trim() || zone.length > 100)
+    invalid("invalid_value", "zone is a zone's name, 1 to 100 characters");
+  return zone.trim();
+}
+
 export async function createAlertRule(db: Database, r: NewAlertRule): Promise<AlertRuleRecord> {
   const now = r.now ?? Date.now();
   const rule: AlertRuleRecord = {
     id: `rule_${randomBytes(5).toString("hex")}`,
     name: checkName(r.name),
     sourceId: r.sourceId ?? null,
+    zone: r.zone == null ? null : checkZoneName(r.zone),
     belowPercent: r.belowPercent,
     windowMinutes: r.windowMinutes,
     minFaces: r.minFaces ?? 10,
@@ -466,12 +478,13 @@ export async function createAlertRule(db: Database, r: NewAlertRule): Promise<Al
   };
   checkRule(rule);
   await db.run(
-    `INSERT INTO alert_rules (id, name, source_id, below_percent, window_minutes, min_faces, enabled, firing,
-       last_fired_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, ?)`,
+    `INSERT INTO alert_rules (id, name, source_id, zone, below_percent, window_minutes, min_faces, enabled, firing,
+       last_fired_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, ?)`,
     [
       rule.id,
       rule.name,
       rule.sourceId,
+      rule.zone,
       rule.belowPercent,
       rule.windowMinutes,
       rule.minFaces,

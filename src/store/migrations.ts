@@ -236,6 +236,8 @@ export const migrations: readonly Migration[] = [
       "CREATE UNIQUE INDEX zones_source_name_idx ON zones (source_id, name)",
       "ALTER TABLE events ADD COLUMN zone TEXT",
       "CREATE INDEX events_zone_at_idx ON events (zone, at)",
+      // A compliance rule may watch one zone (by name) instead of a whole source.
+      "ALTER TABLE alert_rules ADD COLUMN zone TEXT",
     ],
   },
 ];

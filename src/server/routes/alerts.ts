@@ -97,6 +97,7 @@ function ruleJson(r: AlertRuleRecord) {
     id: r.id,
     name: r.name,
     source_id: r.sourceId,
+    zone: r.zone,
     below_percent: r.belowPercent,
     window_minutes: r.windowMinutes,
     min_faces: r.minFaces,
@@ -264,6 +265,7 @@ export async function alertRoutes(app: FastifyInstance, ctx: ServerContext): Pro
     Body: {
       name: string;
       source_id?: string | null;
+      zone?: string | null;
       below_percent: number;
       window_minutes: number;
       min_faces?: number;
@@ -285,6 +287,11 @@ export async function alertRoutes(app: FastifyInstance, ctx: ServerContext): Pro
               maxLength: 128,
               description: "null: all sources together",
             },
+            zone: {
+              type: ["string", "null"],
+              maxLength: 100,
+              description: "only faces in zones of this name",
+            },
             below_percent: { type: "number", exclusiveMinimum: 0, maximum: 100 },
             window_minutes: { type: "integer", minimum: 1, maximum: 10080 },
             min_faces: {
@@ -302,6 +309,7 @@ export async function alertRoutes(app: FastifyInstance, ctx: ServerContext): Pro
       const rule = await createAlertRule(ctx.db, {
         name: b.name,
         sourceId: b.source_id ?? null,
+        zone: b.zone ?? null,
         belowPercent: b.below_percent,
         windowMinutes: b.window_minutes,
         minFaces: b.min_faces,

@@ -40,6 +40,7 @@ interface Rule {
   id: string;
   name: string;
   source_id: string | null;
+  zone: string | null;
   below_percent: number;
   window_minutes: number;
   min_faces: number;
@@ -399,6 +400,7 @@ function Rules() {
   const [windowMinutes, setWindowMinutes] = useState("15");
   const [minFaces, setMinFaces] = useState("10");
   const [source, setSource] = useState("");
+  const [zone, setZone] = useState("");
   const [error, setError] = useState<string | null>(null);
   const submit = async (e: FormEvent) => {
     e.preventDefault();
@@ -408,6 +410,7 @@ function Rules() {
         body: {
           name: name.trim(),
           source_id: source || null,
+          zone: zone.trim() || null,
           below_percent: Number(below),
           window_minutes: Number(windowMinutes),
           min_faces: Number(minFaces),
@@ -449,6 +452,15 @@ function Rules() {
           />
         </label>
         <SourceSelect value={source} onChange={setSource} />
+        <label className="field">
+          <span>Zone (optional)</span>
+          <input
+            value={zone}
+            maxLength={100}
+            placeholder="a zone's name"
+            onChange={(e) => setZone(e.target.value)}
+          />
+        </label>
         <label className="field">
           <span>Below (%)</span>
           <input
@@ -512,7 +524,10 @@ function Rules() {
               {list.map((r) => (
                 <tr key={r.id} data-testid="rule-row">
                   <td>{r.name}</td>
-                  <td>{r.source_id ?? "all"}</td>
+                  <td>
+                    {r.source_id ?? "all"}
+                    {r.zone && ` · ${r.zone}`}
+                  </td>
                   <td>{percent(r.below_percent / 100)}</td>
                   <td>
                     {r.window_minutes} min, ≥ {r.min_faces} faces

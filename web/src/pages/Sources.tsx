@@ -3,7 +3,8 @@ import { api, errorMessage, type Source, type SourceInput, type SourceKind } fro
 import { StateBadge } from "../components/Badges.tsx";
 import { EmptyState, ErrorNotice, Loading } from "../components/Feedback.tsx";
 import { PageHeader } from "../components/Layout.tsx";
-import { useConfirm } from "../components/Modal.tsx";
+import { Modal, useConfirm } from "../components/Modal.tsx";
+import { ZoneEditor } from "../components/ZoneEditor.tsx";
 import { formatNumber, formatTime } from "../format.ts";
 import { useDocumentTitle, useFetch } from "../hooks.ts";
 import { Link } from "../router.tsx";
@@ -44,6 +45,7 @@ export function SourcesPage() {
   const [actionError, setActionError] = useState<string | null>(null);
   const [busy, setBusy] = useState<string | null>(null);
   const [editing, setEditing] = useState<string | null>(null);
+  const [zonesOf, setZonesOf] = useState<string | null>(null);
 
   const act = async (source: Source, action: "start" | "stop" | "delete") => {
     if (
@@ -169,6 +171,9 @@ export function SourcesPage() {
                           Edit<span className="visually-hidden"> {s.name}</span>
                         </button>
                       )}
+                      <button type="button" className="button button-small" onClick={() => setZonesOf(s.id)}>
+                        Zones<span className="visually-hidden"> of {s.name}</span>
+                      </button>
                       <button
                         type="button"
                         className="button button-small button-danger-quiet"
@@ -184,6 +189,19 @@ export function SourcesPage() {
             );
           })}
         </ul>
+      )}
+      {zonesOf && list.some((s) => s.id === zonesOf) && (
+        <Modal
+          open
+          wide
+          title={`Zones of ${list.find((s) => s.id === zonesOf)?.name}`}
+          onClose={() => {
+            setZonesOf(null);
+            sources.reload();
+          }}
+        >
+          <ZoneEditor source={list.find((s) => s.id === zonesOf) as Source} />
+        </Modal>
       )}
       {confirmElement}
     </>
