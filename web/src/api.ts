@@ -90,6 +90,8 @@ export interface EventItem {
   label: MaskLabel;
   confidence: number;
   box: Box;
+  /** The source's zone it happened in (null: the source has no zones). */
+  zone?: string | null;
   snapshot_url: string | null;
   /** When and by whom it was acknowledged (null: not yet; absent from older servers). */
   acknowledged_at?: string | null;

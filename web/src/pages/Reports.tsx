@@ -44,13 +44,20 @@ const hourText = (h: number) =>
 
 export function ReportsPage() {
   useDocumentTitle("Reports");
-  const [form, setForm] = useState({ from: daysAgo(7), to: "", source: "", bucket: "day" as "day" | "hour" });
+  const [form, setForm] = useState({
+    from: daysAgo(7),
+    to: "",
+    source: "",
+    zone: "",
+    bucket: "day" as "day" | "hour",
+  });
   const [applied, setApplied] = useState(form);
   const sources = useFetch<{ sources: Source[] }>("/api/v1/sources").data?.sources ?? [];
   const params = {
     from: localInputToIso(applied.from),
     to: localInputToIso(applied.to),
     source: applied.source || undefined,
+    zone: applied.zone.trim() || undefined,
     bucket: applied.bucket,
   };
   const report = useFetch<Report>(`/api/v1/reports${query(params)}`);
@@ -103,6 +110,15 @@ export function ReportsPage() {
               </option>
             ))}
           </select>
+        </label>
+        <label className="field">
+          <span>Zone</span>
+          <input
+            value={form.zone}
+            placeholder="any"
+            maxLength={100}
+            onChange={(e) => setForm({ ...form, zone: e.target.value })}
+          />
         </label>
         <label className="field">
           <span>Per</span>

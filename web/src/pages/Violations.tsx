@@ -16,10 +16,11 @@ interface Filters {
   from: string;
   to: string;
   source: string;
+  zone: string;
   label: "" | "no_mask" | "incorrect";
 }
 
-const NO_FILTERS: Filters = { from: "", to: "", source: "", label: "" };
+const NO_FILTERS: Filters = { from: "", to: "", source: "", zone: "", label: "" };
 const LABELS = new Set(["no_mask", "incorrect"]);
 
 /** The filters in the page's address, so that a reload or a shared link keeps them. */
@@ -30,6 +31,7 @@ function filtersFromUrl(): Filters {
     from: params.get("from") ?? "",
     to: params.get("to") ?? "",
     source: params.get("source") ?? "",
+    zone: params.get("zone") ?? "",
     label: LABELS.has(label) ? (label as Filters["label"]) : "",
   };
 }
@@ -55,7 +57,12 @@ export function ViolationsPage() {
   const [shownId, setShownId] = useState<number | null>(null);
 
   const range = useMemo(
-    () => ({ from: localInputToIso(applied.from), to: localInputToIso(applied.to), source: applied.source }),
+    () => ({
+      from: localInputToIso(applied.from),
+      to: localInputToIso(applied.to),
+      source: applied.source,
+      zone: applied.zone.trim() || undefined,
+    }),
     [applied],
   );
   const listQuery = query({ ...range, label: applied.label, kind: "violation", limit: PAGE_SIZE });
@@ -100,6 +107,7 @@ export function ViolationsPage() {
     event: (data) => {
       const e = data as EventItem;
       if (e.kind !== "violation" || (applied.label && e.label !== applied.label)) return;
+      if (range.zone && e.zone !== range.zone) return;
       const at = Date.parse(e.time);
       if ((range.from && at < Date.parse(range.from)) || (range.to && at >= Date.parse(range.to))) return;
       setRows((r) => (r.some((x) => x.id === e.id) ? r : [e, ...r]));
@@ -160,6 +168,15 @@ export function ViolationsPage() {
               </option>
             ))}
           </select>
+        </label>
+        <label className="field">
+          <span>Zone</span>
+          <input
+            value={filters.zone}
+            placeholder="any"
+            maxLength={100}
+            onChange={(e) => set({ zone: e.target.value })}
+          />
         </label>
         <label className="field">
           <span>Label</span>
