@@ -51,9 +51,9 @@ test("held-back Kaggle test faces: right at the card's rate, within a margin", a
   }
   const n = heldout.faces.length;
   t.diagnostic(`right ${right}/${n}, agrees with the training run's predictions on ${agree}/${n}`);
-  // The card: 54/60 right when cropped by the training code (PIL). Our crop resamples a little
+  // The card: 47/60 right when cropped by the training code (PIL). Our crop resamples a little
   // differently, so a few borderline faces may flip: allow 3.
-  assert.ok(right >= 54 - 3, `right on ${right} of ${n}`);
+  assert.ok(right >= 47 - 3, `right on ${right} of ${n}`);
   assert.ok(agree >= n - 4, `agrees with training-time predictions on ${agree} of ${n}`);
 });
 

@@ -86,7 +86,7 @@ export const MODELS: readonly ModelEntry[] = [
     licence: "MIT",
     source: { kind: "project", path: "models/mask-classifier.onnx" },
     file: "mask-classifier.onnx",
-    sha256: "ddaabae7887c351233eb5462b75e7dd0a1d307beac2323005977f15318bcf553",
+    sha256: "45e7925e12b93f9ebaa54c0621238f2c011979da814ea8cc722dfdae44b31c5f",
     bundled: true,
   },
   {
