@@ -14,17 +14,16 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { AlertService } from "../src/alerts/service.ts";
 import { DEFAULT_WEBHOOK_SETTINGS } from "../src/alerts/webhooks.ts";
-import { loadConfig } from "../src/server/config.ts";
-import { type RunningServer, startServer } from "../src/server/main.ts";
 import { createWebhook } from "../src/store/alerts.ts";
 import { openDatabase } from "../src/store/db.ts";
 import { insertEvent } from "../src/store/events.ts";
 import { createBus } from "../src/streams/monitor.ts";
 import { unlessCI } from "./support/ci.ts";
+import { startTestServer, type TestServer } from "./support/server.ts";
 import { maskOffScene, videoSkipReason, writeVideo } from "./support/video.ts";
 
 const KEY = "alerts-test-admin-key-0123456789";
-let server: RunningServer | undefined;
+let server: TestServer | undefined;
 let dataDir = "";
 const skip: string | null = videoSkipReason();
 if (skip) console.log(`# alerts: skipped: ${skip}`);
@@ -62,21 +61,15 @@ before(async () => {
   const video = join(dataDir, "scene.mkv");
   const { count, scene } = await maskOffScene();
   await writeVideo(video, count, scene);
-  server = await startServer(
-    loadConfig({
-      PORT: "0",
-      HOST: "127.0.0.1",
-      MASKWATCH_DATA_DIR: dataDir,
-      MASKWATCH_API_KEY: KEY,
-      MASKWATCH_WORKERS: "1",
-      MASKWATCH_SOURCE: video,
-      MASKWATCH_SOURCE_FILE_ROOT: dataDir,
-      MASKWATCH_WEBHOOK_RETRY_MS: "100",
-      MASKWATCH_WEBHOOK_ATTEMPTS: "3",
-      MASKWATCH_ALERT_INTERVAL_MS: "200",
-      LOG_LEVEL: "silent",
-    }),
-  );
+  server = await startTestServer({
+    MASKWATCH_API_KEY: KEY,
+    MASKWATCH_WORKERS: "1",
+    MASKWATCH_SOURCE: video,
+    MASKWATCH_SOURCE_FILE_ROOT: dataDir,
+    MASKWATCH_WEBHOOK_RETRY_MS: "100",
+    MASKWATCH_WEBHOOK_ATTEMPTS: "3",
+    MASKWATCH_ALERT_INTERVAL_MS: "200",
+  });
 });
 
 after(async () => {

@@ -13,11 +13,10 @@ import { after, before, test } from "node:test";
 import mqtt from "mqtt";
 import { AlertService } from "../src/alerts/service.ts";
 import { DEFAULT_WEBHOOK_SETTINGS } from "../src/alerts/webhooks.ts";
-import { loadConfig } from "../src/server/config.ts";
-import { type RunningServer, startServer } from "../src/server/main.ts";
 import { openDatabase } from "../src/store/db.ts";
 import { createBus } from "../src/streams/monitor.ts";
 import { unlessCI } from "./support/ci.ts";
+import { startTestServer, type TestServer } from "./support/server.ts";
 import { maskOffScene, videoSkipReason, writeVideo } from "./support/video.ts";
 
 const MOSQUITTO = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].find(
@@ -119,23 +118,17 @@ test("the scene's violation and the compliance alert arrive on the source's topi
   const video = join(dir, "scene.mkv");
   const { count, scene } = await maskOffScene();
   await writeVideo(video, count, scene);
-  let server: RunningServer | undefined;
+  let server: TestServer | undefined;
   try {
-    server = await startServer(
-      loadConfig({
-        PORT: "0",
-        HOST: "127.0.0.1",
-        MASKWATCH_DATA_DIR: join(dir, "data"),
-        MASKWATCH_API_KEY: KEY,
-        MASKWATCH_WORKERS: "1",
-        MASKWATCH_SOURCE: video,
-        MASKWATCH_SOURCE_FILE_ROOT: dir,
-        MASKWATCH_MQTT_URL: `mqtt://127.0.0.1:${port}`,
-        MASKWATCH_MQTT_TOPIC_PREFIX: "site-a",
-        MASKWATCH_ALERT_INTERVAL_MS: "200",
-        LOG_LEVEL: "silent",
-      }),
-    );
+    server = await startTestServer({
+      MASKWATCH_API_KEY: KEY,
+      MASKWATCH_WORKERS: "1",
+      MASKWATCH_SOURCE: video,
+      MASKWATCH_SOURCE_FILE_ROOT: dir,
+      MASKWATCH_MQTT_URL: `mqtt://127.0.0.1:${port}`,
+      MASKWATCH_MQTT_TOPIC_PREFIX: "site-a",
+      MASKWATCH_ALERT_INTERVAL_MS: "200",
+    });
     const call = (path: string, body?: unknown, method = "POST") =>
       fetch(`${server!.url}${path}`, {
         method,

@@ -8,14 +8,13 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { loadConfig } from "../src/server/config.ts";
-import { type RunningServer, startServer } from "../src/server/main.ts";
 import { openDatabase } from "../src/store/db.ts";
 import { StoreError } from "../src/store/sources.ts";
 import { createZone, deleteZone, listZones, updateZone } from "../src/store/zones.ts";
 import { insidePolygon, zoneOf } from "../src/streams/zones.ts";
 import { unlessCI } from "./support/ci.ts";
 import { createTestDatabase, PG_SKIP_MESSAGE, pgTestUrl } from "./support/pg.ts";
+import { startTestServer, type TestServer } from "./support/server.ts";
 import { maskOffScene, videoSkipReason, writeVideo } from "./support/video.ts";
 
 const KEY = "zones-test-admin-key-0123456789";
@@ -23,7 +22,7 @@ const pgUrl = pgTestUrl();
 const skip: string | null = videoSkipReason();
 if (skip) console.log(`# zones: skipped: ${skip}`);
 let dir = "";
-let server: RunningServer | undefined;
+let server: TestServer | undefined;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), "maskwatch-zones-"));
@@ -31,18 +30,12 @@ before(async () => {
   const video = join(dir, "scene.mkv");
   const { count, scene } = await maskOffScene();
   await writeVideo(video, count, scene);
-  server = await startServer(
-    loadConfig({
-      PORT: "0",
-      HOST: "127.0.0.1",
-      MASKWATCH_DATA_DIR: join(dir, "data"),
-      MASKWATCH_API_KEY: KEY,
-      MASKWATCH_WORKERS: "1",
-      MASKWATCH_SOURCE: video,
-      MASKWATCH_SOURCE_FILE_ROOT: dir,
-      LOG_LEVEL: "silent",
-    }),
-  );
+  server = await startTestServer({
+    MASKWATCH_API_KEY: KEY,
+    MASKWATCH_WORKERS: "1",
+    MASKWATCH_SOURCE: video,
+    MASKWATCH_SOURCE_FILE_ROOT: dir,
+  });
 });
 
 after(async () => {

@@ -5,6 +5,7 @@
  * reconnects by itself and queues what is published while the broker is away.
  */
 import mqtt, { type MqttClient } from "mqtt";
+import { redactUrl } from "../store/db.ts";
 
 export interface MqttSettings {
   url: string;
@@ -36,7 +37,7 @@ export class MqttPublisher {
     this.client.on("error", (err) => {
       // One line per distinct failure, not one per reconnect attempt.
       if (err.message !== this.lastError)
-        warn?.({ err: err.message, url: redact(settings.url) }, "MQTT broker error");
+        warn?.({ err: err.message, url: redactUrl(settings.url) }, "MQTT broker error");
       this.lastError = err.message;
     });
     this.client.on("connect", () => {
@@ -67,15 +68,5 @@ export class MqttPublisher {
 
   async close(): Promise<void> {
     await this.client.endAsync(false).catch(() => {});
-  }
-}
-
-function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "(not a URL)";
   }
 }

@@ -41,6 +41,7 @@ export class AlertService {
   private ruleSoon: NodeJS.Timeout | undefined;
   private evaluating: Promise<void> | undefined;
   private readonly onEvent = (e: EventRecord) => this.eventCommitted(e);
+  private log: Log | undefined;
 
   constructor(
     private readonly db: Database,
@@ -51,8 +52,6 @@ export class AlertService {
   ) {
     this.dispatcher = new WebhookDispatcher(db, settings, (obj, msg) => this.log?.warn(obj, msg));
   }
-
-  private log: Log | undefined;
 
   start(log?: Log): void {
     this.log = log;

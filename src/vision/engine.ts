@@ -45,27 +45,26 @@ interface EngineSettings {
   inputSize: number;
 }
 
-type DetectorFactory = (sessions: ort.InferenceSession[], settings: EngineSettings) => Detector;
+/** What a factory gets besides the sessions: its catalogue id and models, and the engine's settings. */
+interface FactoryContext extends EngineSettings {
+  id: string;
+  models: string[];
+}
+
+type DetectorFactory = (sessions: ort.InferenceSession[], context: FactoryContext) => Detector;
 
 /** How each catalogue entry is built from its models' sessions (in the entry's `models` order). */
 const FACTORIES: Record<string, DetectorFactory> = {
-  maskwatch: ([s], { inputSize }) =>
-    new YuNetDetector(s, {
-      id: "maskwatch",
-      models: ["maskwatch-detector"],
-      longSide: inputSize,
-      threshold: 0.7,
-    }),
+  maskwatch: ([s], { id, models, inputSize }) =>
+    new YuNetDetector(s, { id, models, longSide: inputSize, threshold: 0.7 }),
   mtcnn: ([pnet, rnet, onet]) => new MtcnnDetector({ pnet, rnet, onet }),
-  blazeface: ([s]) => new BlazeFaceDetector(s, { id: "blazeface", models: ["blazeface-back-256"] }),
-  "blazeface-tiled": ([s]) =>
-    new BlazeFaceDetector(s, { id: "blazeface-tiled", models: ["blazeface-back-256"], tiles: "auto" }),
-  yunet: ([s]) => new YuNetDetector(s, { id: "yunet", models: ["yunet-n"] }),
-  "yunet-s": ([s]) => new YuNetDetector(s, { id: "yunet-s", models: ["yunet-s"] }),
-  ultraface: ([s]) => new UltraFaceDetector(s, { id: "ultraface", models: ["ultraface-rfb-640"] }),
-  "ultraface-320": ([s]) => new UltraFaceDetector(s, { id: "ultraface-320", models: ["ultraface-rfb-320"] }),
-  "ultraface-masked": ([s]) =>
-    new UltraFaceDetector(s, { id: "ultraface-masked", models: ["ultraface-masked-640"] }),
+  blazeface: ([s], { id, models }) => new BlazeFaceDetector(s, { id, models }),
+  "blazeface-tiled": ([s], { id, models }) => new BlazeFaceDetector(s, { id, models, tiles: "auto" }),
+  yunet: ([s], { id, models }) => new YuNetDetector(s, { id, models }),
+  "yunet-s": ([s], { id, models }) => new YuNetDetector(s, { id, models }),
+  ultraface: ([s], { id, models }) => new UltraFaceDetector(s, { id, models }),
+  "ultraface-320": ([s], { id, models }) => new UltraFaceDetector(s, { id, models }),
+  "ultraface-masked": ([s], { id, models }) => new UltraFaceDetector(s, { id, models }),
 };
 
 function defaultInputSize(): number {
@@ -163,7 +162,7 @@ export class Engine {
 
   private async load(id: string, spec: DetectorSpec): Promise<Detector> {
     const sessions = spec.models.map((model) => this.session(model, spec.arenaModels?.includes(model)));
-    return FACTORIES[id](await Promise.all(sessions), this.settings);
+    return FACTORIES[id](await Promise.all(sessions), { ...this.settings, id, models: spec.models });
   }
 
   private async session(model: string, arena = false): Promise<ort.InferenceSession> {
