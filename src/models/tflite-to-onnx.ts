@@ -23,7 +23,13 @@ import {
  * (flattening before a fully connected layer, graph outputs). Inputs and outputs keep
  * the TFLite NHWC layout, so callers feed and read exactly what the TFLite model takes.
  *
- * The PReLU idiom TF 1.x exported (relu(x) + alpha * -relu(-x)) is folded into one PRelu.
+ * The PReLU idiom TF 1.x exported (relu(x) + alpha * -relu(-x)) is folded. On 4-D activations it
+ * becomes relu(x) + conv1x1_depthwise(relu(conv1x1_depthwise(x, −1)), −alpha): the same values
+ * bit for bit, but made of ops ONNX Runtime keeps in its blocked (NCHWc) conv layout and fuses,
+ * where its PRelu kernel is scalar and forces a layout round trip (MTCNN ran 1.4–1.9× slower).
+ * For the same reason a convolution whose output channels are not a multiple of 8 and feed only
+ * pooling, PReLU and further convolutions gets zero filters up to the next multiple (the next
+ * convolution gets zero weights for them), so the blocked layout runs through.
  */
 export interface ConvertOptions {
   /** Make the spatial input dimensions symbolic (fully convolutional nets such as P-Net). */
@@ -35,6 +41,8 @@ export interface ConvertOptions {
 const OPSET = 13;
 const NHWC_TO_NCHW = [0, 3, 1, 2];
 const NCHW_TO_NHWC = [0, 2, 3, 1];
+/** Channel multiple ONNX Runtime's blocked conv layout wants (its AVX2 block; AVX-512 pads to 16 itself). */
+const CHANNEL_BLOCK = 8;
 
 export function convertTfliteToOnnx(tflite: Uint8Array, options: ConvertOptions = {}): Uint8Array {
   const model = readTflite(tflite);
@@ -61,6 +69,8 @@ class GraphBuilder {
   private readonly values = new Map<number, { name: string; layout: Layout }>();
   private readonly consumers = new Map<number, TfliteOperator[]>();
   private readonly folded = new Set<TfliteOperator>();
+  /** Channels a 4-D tensor has in the graph where zero channels were added (see the header). */
+  private readonly padded = new Map<number, number>();
   private counter = 0;
 
   constructor(private readonly model: TfliteModel) {
@@ -94,6 +104,7 @@ class GraphBuilder {
       if (!this.folded.has(op)) this.convert(op);
     }
     for (const index of this.model.outputs) {
+      this.assertUnpadded(index, "a graph output");
       const t = this.model.tensors[index];
       const v = this.value(index);
       if (v.layout === "nchw") this.node("Transpose", [v.name], [t.name], { perm: NCHW_TO_NHWC });
@@ -115,19 +126,39 @@ class GraphBuilder {
   private convert(op: TfliteOperator): void {
     const o = op.options;
     const out = op.outputs[0];
+    const channelAware =
+      op.opcode === BuiltinOp.CONV_2D ||
+      op.opcode === BuiltinOp.MAX_POOL_2D ||
+      op.opcode === BuiltinOp.AVERAGE_POOL_2D ||
+      (op.opcode === BuiltinOp.RELU && this.preluIdiom(op) !== undefined);
+    if (!channelAware) for (const i of op.inputs) if (i >= 0) this.assertUnpadded(i, `operator ${op.opcode}`);
     switch (op.opcode) {
       case BuiltinOp.CONV_2D: {
         const x = this.activation(op.inputs[0], "nchw");
         const w = this.model.tensors[op.inputs[1]];
         const [oc, kh, kw, ic] = w.shape;
-        const weights = this.constant(`${w.name}_oihw`, transposeOhwiToOihw(floatData(w), oc, kh, kw, ic), [
-          oc,
-          ic,
-          kh,
-          kw,
-        ]);
+        const icTo = this.padded.get(op.inputs[0]) ?? ic;
+        const ocTo =
+          oc % CHANNEL_BLOCK && this.feedsOnlyChannelWiseOps(out)
+            ? Math.ceil(oc / CHANNEL_BLOCK) * CHANNEL_BLOCK
+            : oc;
+        const oihw = padChannels(
+          transposeOhwiToOihw(floatData(w), oc, kh, kw, ic),
+          [oc, ic, kh, kw],
+          ocTo,
+          icTo,
+        );
+        const weights = this.constant(`${w.name}_oihw`, oihw, [ocTo, icTo, kh, kw]);
         const inputs = [x, weights];
-        if (op.inputs[2] >= 0) inputs.push(this.constFloat(op.inputs[2]));
+        if (op.inputs[2] >= 0) {
+          const b = this.model.tensors[op.inputs[2]];
+          inputs.push(
+            ocTo === oc
+              ? this.constFloat(op.inputs[2])
+              : this.constant(`${b.name}_padded`, padTo(floatData(b), ocTo), [ocTo]),
+          );
+        }
+        if (ocTo !== oc) this.padded.set(out, ocTo);
         const y = this.withActivation(o.activation as number, out);
         this.node("Conv", inputs, [y.pre], {
           kernel_shape: [kh, kw],
@@ -148,6 +179,8 @@ class GraphBuilder {
           auto_pad: padMode(o.padding as number),
         };
         if (op.opcode === BuiltinOp.AVERAGE_POOL_2D) attrs.count_include_pad = 0;
+        const channels = this.padded.get(op.inputs[0]);
+        if (channels) this.padded.set(out, channels);
         this.node(op.opcode === BuiltinOp.MAX_POOL_2D ? "MaxPool" : "AveragePool", [x], [y.pre], attrs);
         this.finish(out, y, "nchw");
         return;
@@ -232,7 +265,7 @@ class GraphBuilder {
    * TF 1.x PReLU: a = relu(x); b = neg(x); c = relu(b); d = neg(c); e = mul(alpha, d); y = add(a, e).
    * Matched from the first relu; every intermediate must feed only the next step.
    */
-  private foldPrelu(relu: TfliteOperator): boolean {
+  private preluIdiom(relu: TfliteOperator) {
     const x = relu.inputs[0];
     const a = relu.outputs[0];
     const only = (t: number) => {
@@ -240,31 +273,90 @@ class GraphBuilder {
       return c.length === 1 ? c[0] : undefined;
     };
     const negX = (this.consumers.get(x) ?? []).find((op) => op.opcode === BuiltinOp.NEG && op !== relu);
-    if (!negX) return false;
+    if (!negX) return undefined;
     const relu2 = only(negX.outputs[0]);
-    if (relu2?.opcode !== BuiltinOp.RELU) return false;
+    if (relu2?.opcode !== BuiltinOp.RELU) return undefined;
     const neg2 = only(relu2.outputs[0]);
-    if (neg2?.opcode !== BuiltinOp.NEG) return false;
+    if (neg2?.opcode !== BuiltinOp.NEG) return undefined;
     const mul = only(neg2.outputs[0]);
-    if (mul?.opcode !== BuiltinOp.MUL || mul.options.activation) return false;
+    if (mul?.opcode !== BuiltinOp.MUL || mul.options.activation) return undefined;
     const alphaIndex = mul.inputs.find((i) => i !== neg2.outputs[0]);
-    if (alphaIndex === undefined || !this.model.tensors[alphaIndex].data) return false;
+    if (alphaIndex === undefined || !this.model.tensors[alphaIndex].data) return undefined;
     const add = only(mul.outputs[0]);
-    if (add?.opcode !== BuiltinOp.ADD || add.options.activation || !add.inputs.includes(a)) return false;
-    if (only(a) !== add || (this.consumers.get(x) ?? []).length !== 2) return false;
+    if (add?.opcode !== BuiltinOp.ADD || add.options.activation || !add.inputs.includes(a)) return undefined;
+    if (only(a) !== add || (this.consumers.get(x) ?? []).length !== 2) return undefined;
+    return { x, alphaIndex, out: add.outputs[0], ops: [negX, relu2, neg2, mul, add] };
+  }
 
-    const src = this.value(x);
-    const alphaTensor = this.model.tensors[alphaIndex];
+  private foldPrelu(relu: TfliteOperator): boolean {
+    const idiom = this.preluIdiom(relu);
+    if (!idiom) return false;
+    const src = this.value(idiom.x);
+    const alphaTensor = this.model.tensors[idiom.alphaIndex];
     const alpha = floatData(alphaTensor);
-    const shape =
-      src.layout === "nchw" && alphaTensor.shape.length === 1 ? [alpha.length, 1, 1] : alphaTensor.shape;
-    const slope = this.constant(`${alphaTensor.name}_slope`, alpha, shape);
-    const out = add.outputs[0];
-    const name = this.fresh(this.model.tensors[out].name);
-    this.node("PRelu", [src.name, slope], [name]);
-    this.values.set(out, { name, layout: src.layout });
-    for (const op of [negX, relu2, neg2, mul, add]) this.folded.add(op);
+    const name = this.fresh(this.model.tensors[idiom.out].name);
+    if (src.layout === "nchw" && alphaTensor.shape.length === 1) {
+      // relu(x) + (−alpha) · relu(−x): the products by −1 and the sum with a zero are exact.
+      const c = this.padded.get(idiom.x) ?? alpha.length;
+      const depthwise = (input: string, scale: Float32Array, suffix: string) => {
+        const output = this.fresh(`${name}_${suffix}`);
+        const w = this.constant(`${alphaTensor.name}_${suffix}`, padTo(scale, c), [c, 1, 1, 1]);
+        this.node("Conv", [input, w], [output], { kernel_shape: [1, 1], group: c });
+        return output;
+      };
+      const positive = this.fresh(`${name}_positive`);
+      this.node("Relu", [src.name], [positive]);
+      const negated = depthwise(src.name, new Float32Array(alpha.length).fill(-1), "negated");
+      const negative = this.fresh(`${name}_negative`);
+      this.node("Relu", [negated], [negative]);
+      const scaled = depthwise(
+        negative,
+        alpha.map((v) => -v),
+        "scaled",
+      );
+      this.node("Add", [positive, scaled], [name]);
+      if (this.padded.has(idiom.x)) this.padded.set(idiom.out, c);
+    } else {
+      const slope = this.constant(`${alphaTensor.name}_slope`, alpha, alphaTensor.shape);
+      this.node("PRelu", [src.name, slope], [name]);
+    }
+    this.values.set(idiom.out, { name, layout: src.layout });
+    for (const op of idiom.ops) this.folded.add(op);
     return true;
+  }
+
+  /**
+   * Whether tensor `t` reaches only per-channel ops (pooling, PReLU) on its way into the data
+   * input of convolutions, so zero channels added to it change nothing.
+   */
+  private feedsOnlyChannelWiseOps(t: number): boolean {
+    if (this.model.outputs.includes(t)) return false;
+    const consumers = this.consumers.get(t) ?? [];
+    if (!consumers.length) return false;
+    return consumers.every((op) => {
+      switch (op.opcode) {
+        case BuiltinOp.CONV_2D:
+          return op.inputs[0] === t && !op.inputs.slice(1).includes(t);
+        case BuiltinOp.MAX_POOL_2D:
+        case BuiltinOp.AVERAGE_POOL_2D:
+          return this.feedsOnlyChannelWiseOps(op.outputs[0]);
+        case BuiltinOp.RELU: {
+          const idiom = this.preluIdiom(op);
+          return idiom !== undefined && this.feedsOnlyChannelWiseOps(idiom.out);
+        }
+        case BuiltinOp.NEG:
+          return consumers.some((c) => c.opcode === BuiltinOp.RELU && this.preluIdiom(c)?.ops[0] === op);
+        default:
+          return false;
+      }
+    });
+  }
+
+  private assertUnpadded(index: number, user: string): void {
+    if (this.padded.has(index))
+      throw new TfliteFormatError(
+        `internal: channel padding of ${this.model.tensors[index].name} reaches ${user}`,
+      );
   }
 
   private unary(type: string, op: TfliteOperator): void {
@@ -411,5 +503,24 @@ function transposeOhwiToOihw(w: Float32Array, o: number, h: number, wd: number, 
     for (let y = 0; y < h; y++)
       for (let x = 0; x < wd; x++)
         for (let c = 0; c < i; c++) out[((a * i + c) * h + y) * wd + x] = w[((a * h + y) * wd + x) * i + c];
+  return out;
+}
+
+/** `a` with zeros appended up to length `n`. */
+function padTo(a: Float32Array, n: number): Float32Array {
+  if (a.length === n) return a;
+  const out = new Float32Array(n);
+  out.set(a);
+  return out;
+}
+
+/** OIHW weights [o, i, h, w] grown to oTo output and iTo input channels with zeros. */
+function padChannels(w: Float32Array, [o, i, h, wd]: number[], oTo: number, iTo: number): Float32Array {
+  if (o === oTo && i === iTo) return w;
+  const out = new Float32Array(oTo * iTo * h * wd);
+  const plane = h * wd;
+  for (let a = 0; a < o; a++)
+    for (let c = 0; c < i; c++)
+      out.set(w.subarray((a * i + c) * plane, (a * i + c + 1) * plane), (a * iTo + c) * plane);
   return out;
 }
