@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import * as ort from "onnxruntime-node";
+import sharp from "sharp";
 import { modelPath } from "../src/models/store.ts";
 import { decodeImage } from "../src/vision/image.ts";
 import { levelSize, MtcnnDetector, type MtcnnTrace, SummedArea, scalePyramid } from "../src/vision/mtcnn.ts";
@@ -165,6 +166,23 @@ describe("MTCNN agrees with the reference pipeline on fixed photos", {
       assert.deepEqual(disagreements(faces, ref, image), []);
     });
   }
+
+  test("a Full-HD frame is read as it is: every stage as the reference's", async () => {
+    const { data, info } = await sharp(await readFile(`${DLIB}/2008_002506.jpg`))
+      .resize(1920, 1080, { fit: "fill" })
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const image: RgbImage = { data: new Uint8Array(data), width: info.width, height: info.height };
+    const trace = {} as MtcnnTrace;
+    const { faces } = await new MtcnnDetector(nets).detect(image, {}, trace);
+    const ref = await referenceDetect(nets, image, { crop: "pad" });
+    assert.deepEqual(trace.levels, ref.levels, "pyramid level sizes (the first: 1153×649)");
+    assert.deepEqual(trace.levels[0], [1153, 649]);
+    assert.deepEqual(sorted(trace.rnetInput), sorted(ref.rnetInput), "boxes cropped for R-Net");
+    assert.deepEqual(sorted(trace.onetInput), sorted(ref.onetInput), "boxes cropped for O-Net");
+    assert.deepEqual(disagreements(faces, ref, image), []);
+    assert.equal(faces.length, 3);
+  });
 
   test("P-Net levels run in strips give the same stages and faces as whole levels", async () => {
     for (const p of ["kaggle:maksssksksss784", "dlib:2008_002506"]) {

@@ -39,13 +39,15 @@ const BATCH = { rnet: 256, onet: 64 } as const;
 
 /**
  * Bounds on the work one image can cause, whatever the parameters: the smallest face searched for
- * (smaller ones make the pyramid's first level larger than the photo), the working size (a larger
- * photo is shrunk first, and the pyramid's first level is no larger either, so faces under about
- * 12 × longSide / maxSide px are not found on a photo longer than maxSide), and
- * the candidates each stage passes on (highest scores first; threshold 0 would pass every cell).
+ * (smaller ones make the pyramid's first level larger than the photo), the working area (a photo
+ * of more pixels is shrunk to it first; a Full-HD frame is read as it is), the pyramid's first
+ * level (at most maxSide long, so faces under about 12 × longSide / maxSide px are not found on a
+ * photo longer than maxSide), and the candidates each stage passes on (highest scores first;
+ * threshold 0 would pass every cell).
  */
 export const MTCNN_LIMITS = {
   minFaceSize: 8,
+  maxPixels: 1600 * 1600,
   maxSide: 1600,
   /** Pixels of the largest P-Net run; larger pyramid levels run in strips (same result). */
   pnetPixels: 200_000,
@@ -107,11 +109,12 @@ export class MtcnnDetector implements Detector {
     const timings: StageTimings = { preprocess: 0, inference: 0, postprocess: 0 };
     const clock = new Clock(timings);
     const original = image;
-    const shrink = Math.min(1, MTCNN_LIMITS.maxSide / Math.max(image.width, image.height));
+    const pixels = image.width * image.height;
+    const shrink = pixels > MTCNN_LIMITS.maxPixels ? Math.sqrt(MTCNN_LIMITS.maxPixels / pixels) : 1;
     clock.start();
     if (shrink < 1) {
-      const w = Math.max(1, Math.round(image.width * shrink));
-      const h = Math.max(1, Math.round(image.height * shrink));
+      const w = Math.max(1, Math.floor(image.width * shrink));
+      const h = Math.max(1, Math.floor(image.height * shrink));
       image = await resizeFast(image, w, h);
     }
     const scratch = this.scratch.pop() ?? new Scratch();
@@ -436,8 +439,10 @@ const SCRATCH_KEEP_BYTES = 32 * 1024 * 1024;
  * A summed-area table of an RGB image: entry (x, y) holds, per colour, the sum of the pixels above
  * and to the left of (x, y). Any box sum is four reads, so adaptive average pooling (PyTorch's
  * "area" interpolation) of any region to any size costs the same per output value at every scale.
- * Sums are exact integers: a Uint32Array holds 255 × 16.8 M pixels, and MTCNN works at most at
- * MTCNN_LIMITS.maxSide² = 2.56 M.
+ * The table is stored column by column, like the nets' transposed inputs, so filling an output
+ * column reads the table sequentially (row-major reads strode across a table larger than the cache:
+ * 2× slower at 1600 px). Sums are exact integers: a Uint32Array holds 255 × 16.8 M pixels, and
+ * MTCNN works at most on MTCNN_LIMITS.maxPixels = 2.56 M.
  */
 export class SummedArea {
   readonly width: number;
@@ -449,29 +454,26 @@ export class SummedArea {
     const { data, width: w, height: h } = image;
     this.width = w;
     this.height = h;
-    const stride = (w + 1) * 3;
     if (w * h * 255 >= 2 ** 32) throw new RangeError(`image too large for a summed-area table: ${w}×${h}`);
-    const t = buffer((h + 1) * stride);
-    // Row 0 and column 0 are the zero borders.
-    t.fill(0, 0, stride);
-    for (let q = stride; q < t.length; q += stride) t[q] = t[q + 1] = t[q + 2] = 0;
+    const column = (h + 1) * 3;
+    const t = buffer((w + 1) * column);
+    // Column 0 and row 0 are the zero borders.
+    t.fill(0, 0, column);
+    for (let q = column; q < t.length; q += column) t[q] = t[q + 1] = t[q + 2] = 0;
     for (let y = 0; y < h; y++) {
       let r = 0;
       let g = 0;
       let b = 0;
       let p = y * w * 3;
-      let above = y * stride + 3;
-      let q = above + stride;
-      for (let x = 0; x < w; x++) {
+      // Entry (x + 1, y + 1) = entry (x + 1, y) + the row's sum up to x.
+      for (let q = column + (y + 1) * 3; q < t.length; q += column) {
         r += data[p];
         g += data[p + 1];
         b += data[p + 2];
-        t[q] = t[above] + r;
-        t[q + 1] = t[above + 1] + g;
-        t[q + 2] = t[above + 2] + b;
+        t[q] = t[q - 3] + r;
+        t[q + 1] = t[q - 2] + g;
+        t[q + 2] = t[q - 1] + b;
         p += 3;
-        q += 3;
-        above += 3;
       }
     }
     this.table = t;
@@ -498,7 +500,7 @@ export class SummedArea {
     const t = this.table;
     const w = this.width;
     const h = this.height;
-    const stride = (w + 1) * 3;
+    const column = (h + 1) * 3;
     // Per output row: the table rows of its window (clamped to the image) and its height.
     const rowA = new Int32Array(oh);
     const rowB = new Int32Array(oh);
@@ -507,28 +509,26 @@ export class SummedArea {
       const s = Math.floor((i * rh) / oh);
       const e = Math.ceil(((i + 1) * rh) / oh);
       rowN[i] = e - s;
-      rowA[i] = Math.min(Math.max(y0 + s, 0), h) * stride;
-      rowB[i] = Math.min(Math.max(y0 + e, 0), h) * stride;
+      rowA[i] = Math.min(Math.max(y0 + s, 0), h) * 3;
+      rowB[i] = Math.min(Math.max(y0 + e, 0), h) * 3;
     }
     let o = offset;
     for (let j = columns[0]; j < columns[1]; j++) {
       const s = Math.floor((j * rw) / ow);
       const e = Math.ceil(((j + 1) * rw) / ow);
       const cols = e - s;
-      const ca = Math.min(Math.max(x0 + s, 0), w) * 3;
-      const cb = Math.min(Math.max(x0 + e, 0), w) * 3;
+      const ca = Math.min(Math.max(x0 + s, 0), w) * column;
+      const cb = Math.min(Math.max(x0 + e, 0), w) * column;
       for (let i = 0; i < oh; i++) {
-        const a = rowA[i];
-        const b = rowB[i];
+        const aa = ca + rowA[i];
+        const ab = ca + rowB[i];
+        const ba = cb + rowA[i];
+        const bb = cb + rowB[i];
         const n = cols * rowN[i];
         // The mean rounded to float32 first, as the reference's float image holds it.
-        out[o] = (Math.fround((t[b + cb] - t[a + cb] - t[b + ca] + t[a + ca]) / n) - 127.5) * 0.0078125;
-        out[o + 1] =
-          (Math.fround((t[b + cb + 1] - t[a + cb + 1] - t[b + ca + 1] + t[a + ca + 1]) / n) - 127.5) *
-          0.0078125;
-        out[o + 2] =
-          (Math.fround((t[b + cb + 2] - t[a + cb + 2] - t[b + ca + 2] + t[a + ca + 2]) / n) - 127.5) *
-          0.0078125;
+        out[o] = (Math.fround((t[bb] - t[ba] - t[ab] + t[aa]) / n) - 127.5) * 0.0078125;
+        out[o + 1] = (Math.fround((t[bb + 1] - t[ba + 1] - t[ab + 1] + t[aa + 1]) / n) - 127.5) * 0.0078125;
+        out[o + 2] = (Math.fround((t[bb + 2] - t[ba + 2] - t[ab + 2] + t[aa + 2]) / n) - 127.5) * 0.0078125;
         o += 3;
       }
     }

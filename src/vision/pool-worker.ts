@@ -13,7 +13,7 @@ import type { Face, RgbImage } from "./types.ts";
 /**
  * Uploaded images are decoded straight to at most this long side (faces are reported in the
  * original's pixels): memory per request stays bounded whatever the input's size, and no
- * detector here gains from more (MTCNN works at ≤ 1600, maskwatch at 640 by default).
+ * detector here gains from more (MTCNN works on ≤ 2.56 MP, maskwatch at 640 by default).
  */
 export const WORKING_MAX_SIDE = 2048;
 
