@@ -102,7 +102,7 @@ export const MODELS: readonly ModelEntry[] = [
     },
     convert: { converter: "tflite-to-onnx", options: { dynamicSpatial: true } },
     file: "mtcnn-pnet.onnx",
-    sha256: "5adf5e75fd12047a6ec050695a65f1b8d1da4fea362931e307031cf7355486c7",
+    sha256: "478a6db8b8c6d0d479b42c33a13d3c3fad589feac8a356583a44485511892624",
     bundled: true,
   },
   {
@@ -118,7 +118,7 @@ export const MODELS: readonly ModelEntry[] = [
     },
     convert: { converter: "tflite-to-onnx", options: {} },
     file: "mtcnn-rnet.onnx",
-    sha256: "c894614ab98eed28c657d0a6517159c7a201241c81b36c3927db28f0bac4e4b6",
+    sha256: "d40b94f1ce252d52df47f8e8ba3563cb335c5c40e3210318720b3db91f7632bb",
     bundled: true,
   },
   {
@@ -134,7 +134,7 @@ export const MODELS: readonly ModelEntry[] = [
     },
     convert: { converter: "tflite-to-onnx", options: {} },
     file: "mtcnn-onet.onnx",
-    sha256: "2feea615a01be6957fafdce997e561e11006d8bbdefc8fe4872251be7acac420",
+    sha256: "5a19d3ee2bfc62a6935899b5818e18cad44908fe60082893e1d1078e7faf9132",
     bundled: true,
   },
   {

@@ -24,9 +24,11 @@ import {
  * the TFLite NHWC layout, so callers feed and read exactly what the TFLite model takes.
  *
  * The PReLU idiom TF 1.x exported (relu(x) + alpha * -relu(-x)) is folded. On 4-D activations it
- * becomes relu(x) + conv1x1_depthwise(relu(conv1x1_depthwise(x, −1)), −alpha): the same values
- * bit for bit, but made of ops ONNX Runtime keeps in its blocked (NCHWc) conv layout and fuses,
- * where its PRelu kernel is scalar and forces a layout round trip (MTCNN ran 1.4–1.9× slower).
+ * becomes x + conv1x1_depthwise(relu(conv1x1_depthwise(x, −1)), 1 − alpha): the same values up to
+ * float rounding, made of ops ONNX Runtime keeps in its blocked (NCHWc) conv layout and fuses
+ * (the relu into the first 1×1 conv, the add into the second), where its PRelu kernel is scalar
+ * and forces a layout round trip (MTCNN ran 1.4–1.9× slower). relu(x) + alpha · −relu(−x) itself
+ * would be exact but needs a relu of its own over the whole map (another 10% on P-Net).
  * For the same reason a convolution whose output channels are not a multiple of 8 and feed only
  * pooling, PReLU and further convolutions gets zero filters up to the next multiple (the next
  * convolution gets zero weights for them), so the blocked layout runs through.
@@ -296,7 +298,7 @@ class GraphBuilder {
     const alpha = floatData(alphaTensor);
     const name = this.fresh(this.model.tensors[idiom.out].name);
     if (src.layout === "nchw" && alphaTensor.shape.length === 1) {
-      // relu(x) + (−alpha) · relu(−x): the products by −1 and the sum with a zero are exact.
+      // x + (1 − alpha) · relu(−x): x where x > 0, alpha · x otherwise.
       const c = this.padded.get(idiom.x) ?? alpha.length;
       const depthwise = (input: string, scale: Float32Array, suffix: string) => {
         const output = this.fresh(`${name}_${suffix}`);
@@ -304,17 +306,15 @@ class GraphBuilder {
         this.node("Conv", [input, w], [output], { kernel_shape: [1, 1], group: c });
         return output;
       };
-      const positive = this.fresh(`${name}_positive`);
-      this.node("Relu", [src.name], [positive]);
       const negated = depthwise(src.name, new Float32Array(alpha.length).fill(-1), "negated");
       const negative = this.fresh(`${name}_negative`);
       this.node("Relu", [negated], [negative]);
       const scaled = depthwise(
         negative,
-        alpha.map((v) => -v),
+        alpha.map((v) => 1 - v),
         "scaled",
       );
-      this.node("Add", [positive, scaled], [name]);
+      this.node("Add", [src.name, scaled], [name]);
       if (this.padded.has(idiom.x)) this.padded.set(idiom.out, c);
     } else {
       const slope = this.constant(`${alphaTensor.name}_slope`, alpha, alphaTensor.shape);
