@@ -4,7 +4,8 @@
  * on one machine: compare commits with `--compare old.json` (ratios), not absolute ms.
  *
  *   npm run bench -- [--detectors mtcnn,blazeface] [--runs 40] [--json out.json] [--compare old.json]
- *                    [--http [--http-seconds 10]]   (autocannon against the server on loopback)
+ *                    [--http [--http-seconds 10]]   (autocannon against the server on loopback:
+ *                    /api/v1/detect, and the replaced service's multipart /detect for maskwatch and mtcnn)
  *                    [--stream [--stream-repeats 5]]  (one live source through the monitor, one ORT thread)
  *   npm run bench -- --classify [--classify-photos 40] [--classify-repeats 3] [--classify-detector maskwatch|none] [--classify-threads n]
  *                    (only the mask classifier: ms per face for crop, network and both, batches 1/8/32)
@@ -19,7 +20,7 @@ import { verify } from "../src/models/store.ts";
 import { DETECTORS, Engine } from "../src/vision/engine.ts";
 import { decodeImage } from "../src/vision/image.ts";
 import { BATCH_SIZES, benchClassify, formatClassify } from "./classify.ts";
-import { benchHttp } from "./http.ts";
+import { benchHttp, type HttpEndpoint } from "./http.ts";
 import { benchMemory, formatMemory } from "./memory.ts";
 import { benchStream, formatStream, type StreamBench } from "./stream.ts";
 
@@ -183,11 +184,18 @@ async function main(): Promise<void> {
   const http = [];
   if (args.http) {
     const dataDir = await mkdtemp(join(tmpdir(), "maskwatch-bench-"));
+    const targets: [string, HttpEndpoint][] = [];
     for (const id of ["maskwatch", "blazeface", "mtcnn"].filter((d) => wanted.includes(d))) {
-      const r = await benchHttp(photo, id, Number(args["http-seconds"]), dataDir);
+      targets.push([id, "api"]);
+      // The replaced service's endpoint, as its clients call it (MTCNN there, maskwatch by default here).
+      if (id !== "blazeface") targets.push([id, "compat"]);
+    }
+    for (const [id, endpoint] of targets) {
+      const r = await benchHttp(photo, id, Number(args["http-seconds"]), dataDir, endpoint);
       http.push(r);
+      const label = `${id} ${endpoint === "api" ? "/api/v1/detect" : "/detect"}`;
       console.log(
-        `http ${id.padEnd(10)} ${r.requestsPerSecond} req/s, latency p50 ${r.latencyMs.p50} / p90 ${r.latencyMs.p90} / p99 ${r.latencyMs.p99} ms, non-2xx ${r.non2xx}, errors ${r.errors}, RSS ${r.serverRssMb} MB (server and workers' parent)`,
+        `http ${label.padEnd(26)} ${r.requestsPerSecond} req/s, latency p50 ${r.latencyMs.p50} / p90 ${r.latencyMs.p90} / p99 ${r.latencyMs.p99} ms, non-2xx ${r.non2xx}, errors ${r.errors}, RSS ${r.serverRssMb} MB (server and workers' parent)`,
       );
     }
     await rm(dataDir, { recursive: true, force: true });
