@@ -104,6 +104,28 @@ test("models pull / verify through the CLI", {
     (JSON.parse(bad.out) as Array<{ id: string; status: string }>).find((r) => r.id === "yunet-n")?.status,
     "mismatch",
   );
+  // A file another version cached (or a damaged one) is not "installed": list says so and how to fix it.
+  const listed = await run("list");
+  assert.match(listed.out, /\nyunet-n\s+outdated\s+\d/);
+  assert.match(listed.out, /\nultraface-rfb-320\s+yes\s+\d/);
+  assert.match(listed.out, /outdated: .*\n\s+npx maskwatch models pull yunet-n\n/);
+  const rows = JSON.parse((await run("list", "--json")).out) as Array<{
+    id: string;
+    pulled: boolean;
+    verified: boolean;
+  }>;
+  assert.deepEqual(
+    rows
+      .filter((r) => r.id === "yunet-n" || r.id === "ultraface-rfb-320")
+      .map((r) => [r.id, r.pulled, r.verified]),
+    [
+      ["yunet-n", true, false],
+      ["ultraface-rfb-320", true, true],
+    ],
+  );
+  const repulled = await run("pull", "yunet-n", "--mirror", MODELS_DIR);
+  assert.equal(repulled.code, 0, repulled.err);
+  assert.match((await run("list")).out, /\nyunet-n\s+yes\s+\d/);
 
   const wrongMirror = await run("pull", "yunet-s", "--mirror", join(dir, "no-such-mirror"));
   assert.equal(wrongMirror.code, 1);

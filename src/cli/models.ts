@@ -73,13 +73,18 @@ export function registerModelsCommand(program: Command, io: ModelsCliIO = {}): C
         }
         const body = rows.map((r) => [
           r.id,
-          r.pulled ? "yes" : "no",
+          r.verified ? "yes" : r.pulled ? "outdated" : "no",
           formatBytes(r.size),
           r.bundled ? "yes" : "no",
           r.licence,
           r.source + (r.converted ? " (converted)" : ""),
         ]);
         out(table([["ID", "INSTALLED", "SIZE", "DEFAULT", "LICENCE", "SOURCE"], ...body]));
+        const outdated = rows.filter((r) => r.pulled && !r.verified).map((r) => r.id);
+        if (outdated.length)
+          out(
+            `\noutdated: cached by another version of maskwatch (sha256 differs); replace with\n  npx maskwatch models pull ${outdated.join(" ")}\n`,
+          );
       }),
     );
 

@@ -434,8 +434,10 @@ export interface ListEntry {
   bundled: boolean;
   file: string;
   path: string;
-  /** A file is in the cache (not verified here; see verify()). */
+  /** A file is in the cache. */
   pulled: boolean;
+  /** The cached file's sha256 is the pinned one (false when absent, or left by an older version). */
+  verified: boolean;
   /** Size in bytes of the cached file, or null. */
   size: number | null;
 }
@@ -457,6 +459,8 @@ export async function list(opts: StoreOptions = {}): Promise<ListEntry[]> {
       } catch {
         size = null;
       }
+      // Files are small (≤ 2 MB): hashing all of them is cheaper than a wrong "installed".
+      const data = size === null ? undefined : await readIfExists(path);
       return {
         id: m.id,
         version: m.version,
@@ -468,6 +472,7 @@ export async function list(opts: StoreOptions = {}): Promise<ListEntry[]> {
         file: m.file,
         path,
         pulled: size !== null,
+        verified: data !== undefined && sha256(data) === m.sha256,
         size,
       };
     }),
