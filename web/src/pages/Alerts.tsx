@@ -3,6 +3,7 @@ import { api, errorMessage, type Source } from "../api.ts";
 import { EmptyState, ErrorNotice, Loading } from "../components/Feedback.tsx";
 import { PageHeader } from "../components/Layout.tsx";
 import { useConfirm } from "../components/Modal.tsx";
+import { SourceSelect } from "../components/SourceSelect.tsx";
 import { formatTime, percent } from "../format.ts";
 import { useDocumentTitle, useFetch } from "../hooks.ts";
 import { useSession } from "../session.tsx";
@@ -295,28 +296,12 @@ function useSources(): Source[] {
   return useFetch<{ sources: Source[] }>("/api/v1/sources").data?.sources ?? [];
 }
 
-function SourceSelect({ value, onChange }: { value: string; onChange(v: string): void }) {
-  const sources = useSources();
-  return (
-    <label className="field">
-      <span>Source</span>
-      <select value={value} onChange={(e) => onChange(e.target.value)}>
-        <option value="">All sources</option>
-        {sources.map((s) => (
-          <option key={s.id} value={s.id}>
-            {s.name}
-          </option>
-        ))}
-      </select>
-    </label>
-  );
-}
-
 function CreateWebhook({ onCreated }: { onCreated(name: string, secret: string): void }) {
   const [name, setName] = useState("");
   const [url, setUrl] = useState("");
   const [events, setEvents] = useState<string[]>(["violation"]);
   const [source, setSource] = useState("");
+  const sources = useSources();
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const submit = async (e: FormEvent) => {
@@ -359,7 +344,7 @@ function CreateWebhook({ onCreated }: { onCreated(name: string, secret: string):
           onChange={(e) => setUrl(e.target.value)}
         />
       </label>
-      <SourceSelect value={source} onChange={setSource} />
+      <SourceSelect sources={sources} value={source} onChange={setSource} />
       <fieldset className="field checks field-wide">
         <legend>Events</legend>
         {EVENTS.map((ev) => (
@@ -400,6 +385,7 @@ function Rules() {
   const [windowMinutes, setWindowMinutes] = useState("15");
   const [minFaces, setMinFaces] = useState("10");
   const [source, setSource] = useState("");
+  const sources = useSources();
   const [zone, setZone] = useState("");
   const [error, setError] = useState<string | null>(null);
   const submit = async (e: FormEvent) => {
@@ -451,7 +437,7 @@ function Rules() {
             onChange={(e) => setName(e.target.value)}
           />
         </label>
-        <SourceSelect value={source} onChange={setSource} />
+        <SourceSelect sources={sources} value={source} onChange={setSource} />
         <label className="field">
           <span>Zone (optional)</span>
           <input

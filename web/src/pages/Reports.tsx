@@ -2,6 +2,7 @@ import { useState } from "react";
 import { query, type Source } from "../api.ts";
 import { EmptyState, ErrorNotice, Loading } from "../components/Feedback.tsx";
 import { PageHeader } from "../components/Layout.tsx";
+import { SourceSelect } from "../components/SourceSelect.tsx";
 import { formatNumber, formatTime, localInputToIso, percent } from "../format.ts";
 import { useDocumentTitle, useFetch } from "../hooks.ts";
 
@@ -100,17 +101,11 @@ export function ReportsPage() {
             onChange={(e) => setForm({ ...form, to: e.target.value })}
           />
         </label>
-        <label className="field">
-          <span>Source</span>
-          <select value={form.source} onChange={(e) => setForm({ ...form, source: e.target.value })}>
-            <option value="">All sources</option>
-            {sources.map((s) => (
-              <option key={s.id} value={s.id}>
-                {s.name}
-              </option>
-            ))}
-          </select>
-        </label>
+        <SourceSelect
+          sources={sources}
+          value={form.source}
+          onChange={(source) => setForm({ ...form, source })}
+        />
         <label className="field">
           <span>Zone</span>
           <input

@@ -4,6 +4,7 @@ import { LabelBadge } from "../components/Badges.tsx";
 import { EmptyState, ErrorNotice, FeedIndicator, Loading } from "../components/Feedback.tsx";
 import { PageHeader } from "../components/Layout.tsx";
 import { Modal } from "../components/Modal.tsx";
+import { SourceSelect } from "../components/SourceSelect.tsx";
 import { formatTime, localInputToIso, percent } from "../format.ts";
 import { useDebounced, useDocumentTitle, useEventSource, useFetch } from "../hooks.ts";
 import { navigate } from "../router.tsx";
@@ -158,17 +159,11 @@ export function ViolationsPage() {
           <span>To</span>
           <input type="datetime-local" value={filters.to} onChange={(e) => set({ to: e.target.value })} />
         </label>
-        <label className="field">
-          <span>Source</span>
-          <select value={filters.source} onChange={(e) => set({ source: e.target.value })}>
-            <option value="">All sources</option>
-            {sources.data?.sources.map((s) => (
-              <option key={s.id} value={s.id}>
-                {s.name}
-              </option>
-            ))}
-          </select>
-        </label>
+        <SourceSelect
+          sources={sources.data?.sources ?? []}
+          value={filters.source}
+          onChange={(source) => set({ source })}
+        />
         <label className="field">
           <span>Zone</span>
           <input
